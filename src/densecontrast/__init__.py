@@ -1,3 +1,25 @@
-"""densecontrast: the Dense Contrastive Loss for instance segmentation (Chen, Tang, Hu, BMVC 2022)."""
+"""densecontrast: the Dense Contrastive Loss for instance segmentation (Chen, Tang, Hu, BMVC 2022).
+
+The core imports torch only. Framework adapters live in :mod:`densecontrast.adapters`, the
+segmentation-error analysis in :mod:`densecontrast.analysis`, synthetic data in
+:mod:`densecontrast.datasets`; each imports its optional dependencies when used.
+"""
+
+from .gather import gather_pixels
+from .infonce import dense_info_nce
+from .loss import DenseContrastiveLoss, dense_contrastive_loss
+from .projection import ProjectionHead
+from .sampling import PixelSamples, sample_pixels
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DenseContrastiveLoss",
+    "PixelSamples",
+    "ProjectionHead",
+    "__version__",
+    "dense_contrastive_loss",
+    "dense_info_nce",
+    "gather_pixels",
+    "sample_pixels",
+]

@@ -1,0 +1,130 @@
+"""Mask-conditioned pixel sampling.
+
+Shapes: R RoIs, H x W RoI grid, K samples per set.
+
+For every RoI the sampler draws K anchors and K positives from the instance pixels M and K negatives from
+the rest of the RoI M̄, all RoIs at once (no Python loop over RoIs) and on the masks' device.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._validation import check_mask_values, check_ndim, check_positive_int, check_tensor
+
+
+class PixelSamples(NamedTuple):
+    """Sampled pixel positions of every RoI.
+
+    Attributes:
+        anchors: int64 tensor (R, K), flat indices ``row * W + col`` into the H x W grid.
+        positives: int64 tensor (R, K), likewise, drawn independently of the anchors.
+        negatives: int64 tensor (R, K), likewise, drawn from the rest of the RoI.
+        valid: bool tensor (R,), whether the RoI had enough pixels to be sampled. Rows of invalid RoIs
+            hold in-range indices of no meaning.
+    """
+
+    anchors: Tensor
+    positives: Tensor
+    negatives: Tensor
+    valid: Tensor
+
+
+def _without_replacement(member: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    # Independent uniform keys, non-members pushed past every member: the K smallest keys are a
+    # uniformly random K-subset of the members in uniformly random order.
+    keys = torch.rand(member.shape, generator=generator, device=member.device)
+    keys = keys.masked_fill_(~member, 2.0)
+    return keys.topk(k, dim=1, largest=False, sorted=False).indices
+
+
+def _with_replacement(member: Tensor, count: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    # The j-th member of a row (j uniform in [0, count)) is the first position where the running
+    # count of members reaches j + 1.
+    running = member.cumsum(dim=1, dtype=torch.int64)
+    u = torch.rand((member.shape[0], k), generator=generator, device=member.device, dtype=torch.float64)
+    j = (u * count.unsqueeze(1)).to(torch.int64)
+    j = torch.minimum(j, (count - 1).clamp(min=0).unsqueeze(1))
+    pos = torch.searchsorted(running, j + 1)
+    return pos.clamp_(max=member.shape[1] - 1)
+
+
+def sample_pixels(
+    masks: Tensor,
+    k: int,
+    *,
+    replacement: bool = False,
+    generator: torch.Generator | None = None,
+) -> PixelSamples:
+    """Draw anchor, positive and negative pixels for every RoI.
+
+    Anchors and positives are drawn independently, each uniformly from the RoI's instance pixels M;
+    negatives uniformly from the rest of the RoI M̄. Pixels marked -1 belong to neither.
+
+    Without replacement (the paper), an RoI is valid iff ``|M| >= k`` and ``|M̄| >= k``. With
+    ``replacement=True`` (the released code), indices are drawn uniformly with replacement and an RoI is
+    valid iff ``|M| > k`` and ``|M̄| > k`` (for masks without ignore pixels: ``k < |M| < H*W - k``).
+
+    Args:
+        masks: tensor (R, H, W), bool, or integer / floating holding 1 (instance), 0 (rest of the RoI)
+            and -1 (ignore). Boolean masks are fastest: other dtypes are value-checked, which
+            synchronises with an accelerator.
+        k: samples per set, a positive int.
+        replacement: sample with replacement, as the released code does.
+        generator: a ``torch.Generator`` on the masks' device, for reproducible draws.
+
+    Returns:
+        PixelSamples ``(anchors, positives, negatives, valid)``: three int64 (R, K) tensors of flat
+        indices into H*W (row-major) and a bool (R,) validity flag.
+
+    Raises:
+        TypeError: masks is not a tensor, or k not an int.
+        ValueError: masks is not 3-D, holds values other than -1/0/1, or k < 1.
+
+    Example:
+        >>> masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+        >>> masks[0, 2:6, 2:6] = True            # 16 instance pixels, 48 others
+        >>> s = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))
+        >>> s.anchors.shape, s.valid.tolist()    # the second RoI has no instance pixels
+        (torch.Size([2, 4]), [True, False])
+        >>> bool(masks[0].flatten()[s.positives[0]].all())
+        True
+    """
+    masks = check_tensor("masks", masks)
+    check_ndim("masks", masks, 3, "(R, H, W)")
+    k = check_positive_int("k", k)
+    check_mask_values(masks)
+
+    num_rois = masks.shape[0]
+    flat = masks.reshape(num_rois, -1)
+    if flat.dtype == torch.bool:
+        inside, outside = flat, ~flat
+    else:
+        inside, outside = flat == 1, flat == 0
+    num_pixels = flat.shape[1]
+
+    if num_pixels == 0 or num_rois == 0:
+        empty = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
+        valid = torch.zeros(num_rois, dtype=torch.bool, device=masks.device)
+        return PixelSamples(empty, empty.clone(), empty.clone(), valid)
+
+    n_in = inside.sum(dim=1)
+    n_out = outside.sum(dim=1)
+    if replacement:
+        valid = (n_in > k) & (n_out > k)
+        anchors = _with_replacement(inside, n_in, k, generator)
+        positives = _with_replacement(inside, n_in, k, generator)
+        negatives = _with_replacement(outside, n_out, k, generator)
+    else:
+        valid = (n_in >= k) & (n_out >= k)
+        if k > num_pixels:
+            # No RoI can be valid; keep the documented shape with in-range filler indices.
+            filler = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
+            return PixelSamples(filler, filler.clone(), filler.clone(), valid)
+        anchors = _without_replacement(inside, k, generator)
+        positives = _without_replacement(inside, k, generator)
+        negatives = _without_replacement(outside, k, generator)
+    return PixelSamples(anchors, positives, negatives, valid)
