@@ -1,0 +1,185 @@
+"""Tests of densecontrast.taps.FeatureTap."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+from densecontrast.taps import FeatureTap, resolve_module
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@pytest.fixture
+def net() -> _Net:
+    torch.manual_seed(0)
+    return _Net()
+
+
+def _no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_output_capture_equals_module_output(net: _Net) -> None:
+    x = torch.randn(5, 4)
+    tap = FeatureTap(net.body, what="output")
+    out = net(x)
+    hidden = tap.pop()
+    assert torch.equal(hidden, torch.relu(net.body[0](x)))
+    assert torch.equal(net.head(hidden), out)
+    tap.remove()
+
+
+def test_input_capture_by_dotted_name(net: _Net) -> None:
+    x = torch.randn(5, 4)
+    tap = FeatureTap.on(net, "body.0", what="input")
+    net(x)
+    assert tap.captured
+    assert tap.pop() is x
+    tap.remove()
+
+
+def test_inputs_capture_keeps_all_positional_args() -> None:
+    bil = nn.Bilinear(2, 3, 4)
+    a, b = torch.randn(7, 2), torch.randn(7, 3)
+    with FeatureTap(bil, what="inputs") as tap:
+        bil(a, b)
+        got = tap.pop()
+    assert isinstance(got, tuple) and got[0] is a and got[1] is b
+
+
+def test_input_is_read_before_an_inplace_module_overwrites_it(net: _Net) -> None:
+    # The ReLU is in place: a forward hook on body.0 would see values that the ReLU then overwrites,
+    # a pre-hook on head sees the final ones; the input tap of body.1 still sees the negatives.
+    x = torch.randn(16, 4)
+    pre_relu = FeatureTap.on(net, "body.1", what="input")
+    head_in = FeatureTap.on(net, "head", what="input")
+    net(x)
+    relu_in = pre_relu.pop()
+    assert (relu_in >= 0).all()  # same storage, overwritten in place: documents why the adapter taps later
+    assert torch.equal(head_in.pop(), torch.relu(net.body[0](x)))
+    pre_relu.remove()
+    head_in.remove()
+
+
+def test_pop_returns_latest_and_clears(net: _Net) -> None:
+    tap = FeatureTap.on(net, net.head)
+    net(torch.randn(2, 4))
+    second = net(torch.randn(3, 4))
+    got = tap.pop()
+    assert torch.equal(got, second)
+    assert not tap.captured
+    assert tap.pop() is None
+    tap.remove()
+
+
+def test_pop_releases_the_graph(net: _Net) -> None:
+    tap = FeatureTap.on(net, "head")
+    net(torch.randn(2, 4, requires_grad=True))
+    out = tap.pop()
+    assert out.grad_fn is not None
+    ref = weakref.ref(out)
+    del out
+    gc.collect()
+    assert ref() is None  # the tap kept no reference to the step's graph
+    tap.remove()
+
+
+def test_training_only(net: _Net) -> None:
+    tap = FeatureTap.on(net, "head", training_only=True)
+    net.eval()
+    net(torch.randn(2, 4))
+    assert not tap.captured and tap.pop() is None
+    net.train()
+    net(torch.randn(2, 4))
+    assert tap.captured
+    tap.remove()
+
+
+def test_output_unchanged_and_no_grad_effect(net: _Net) -> None:
+    x = torch.randn(5, 4)
+    ref = net(x)
+    with FeatureTap.on(net, "body", what="output"), FeatureTap.on(net, "head", what="input"):
+        out = net(x)
+    assert torch.equal(out, ref)
+
+
+def test_remove_and_context_manager(net: _Net) -> None:
+    tap = FeatureTap.on(net, "head")
+    net(torch.randn(1, 4))
+    tap.remove()
+    assert not tap.active and not tap.captured
+    assert _no_hooks(net)
+    tap.remove()  # idempotent
+    with FeatureTap.on(net, "body.0", what="input") as tap2:
+        assert tap2.active
+        assert not _no_hooks(net)
+    assert not tap2.active
+    assert _no_hooks(net)
+
+
+def test_context_manager_removes_on_exception(net: _Net) -> None:
+    with pytest.raises(RuntimeError, match="boom"), FeatureTap.on(net, "head"):
+        net(torch.randn(1, 4))
+        raise RuntimeError("boom")
+    assert _no_hooks(net)
+
+
+def test_unknown_name_lists_close_matches(net: _Net) -> None:
+    with pytest.raises(ValueError, match=r"no submodule named 'body\.00'.*'body\.0'"):
+        FeatureTap.on(net, "body.00")
+    with pytest.raises(ValueError, match="no submodule named 'zzz'"):
+        FeatureTap.on(net, "zzz")
+
+
+def test_foreign_module_object_is_refused(net: _Net) -> None:
+    with pytest.raises(ValueError, match="not a submodule"):
+        FeatureTap.on(net, nn.Linear(1, 1))
+
+
+def test_bad_arguments(net: _Net) -> None:
+    with pytest.raises(ValueError, match="what must be one of"):
+        FeatureTap(net.head, what="grad")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"module must be a torch\.nn\.Module"):
+        FeatureTap("head")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="training_only must be a bool"):
+        FeatureTap(net.head, training_only=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="target must be a dotted module name"):
+        FeatureTap.on(net, 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        FeatureTap.on(object(), "head")  # type: ignore[arg-type]
+    assert _no_hooks(net)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_script_module_is_refused(net: _Net) -> None:
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(TypeError, match="ScriptModule"):
+        FeatureTap.on(scripted, "0")
+    with pytest.raises(TypeError, match="ScriptModule"):
+        FeatureTap(scripted)
+
+
+def test_resolve_module_root_and_nested(net: _Net) -> None:
+    assert resolve_module(net, "") is net
+    assert resolve_module(net, "body.1") is net.body[1]
+    assert resolve_module(net, net.head) is net.head
+
+
+def test_repr(net: _Net) -> None:
+    tap = FeatureTap.on(net, "head", what="input")
+    assert "Linear" in repr(tap) and "active" in repr(tap)
+    tap.remove()
+    assert "removed" in repr(tap)
