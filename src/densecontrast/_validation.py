@@ -24,7 +24,8 @@ def check_tensor(name: str, value: object) -> Tensor:
 def check_ndim(name: str, value: Tensor, ndim: int, symbolic: str) -> None:
     if value.ndim != ndim:
         raise ValueError(
-            f"{name} must have {ndim} dimensions {symbolic}; got shape {tuple(value.shape)} ({value.ndim} dimensions)"
+            f"{name} must have {ndim} dimensions {symbolic}; "
+            f"got shape {tuple(value.shape)} ({value.ndim} dimensions)"
         )
 
 
@@ -75,7 +76,10 @@ def check_mask_values(masks: Tensor) -> None:
     """
     if masks.dtype == torch.bool or masks.numel() == 0:
         return
-    bad = (masks != 0) & (masks != 1) & (masks != -1)
+    if masks.dtype == torch.uint8:
+        bad = masks > 1  # -1 cannot be stored; 255 must not pass as it
+    else:
+        bad = (masks != 0) & (masks != 1) & (masks != -1)
     if bool(bad.any()):
         example = masks[bad][0].item()
         hint = (

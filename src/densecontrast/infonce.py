@@ -116,7 +116,12 @@ def dense_info_nce(
     reduction = check_reduction(reduction)
     check_same_device(anchors=anchors, positives=positives, negatives=negatives)
     r, a, d = anchors.shape
-    if positives.shape[0] != r or positives.shape[2] != d or negatives.shape[0] != r or negatives.shape[2] != d:
+    if (
+        positives.shape[0] != r
+        or positives.shape[2] != d
+        or negatives.shape[0] != r
+        or negatives.shape[2] != d
+    ):
         raise ValueError(
             "anchors (R, A, D), positives (R, P, D) and negatives (R, Q, D) must agree in R and D; got "
             f"anchors {shape_str(anchors.shape)}, positives {shape_str(positives.shape)}, "

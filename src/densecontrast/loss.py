@@ -68,7 +68,9 @@ def _check_samples(samples: object, feats: Tensor) -> PixelSamples:
             raise TypeError(f"samples.{name} must be int64; got {t.dtype}")
     valid = check_tensor("samples.valid", valid)
     if valid.shape != (r,) or valid.dtype != torch.bool:
-        raise ValueError(f"samples.valid must be a bool tensor of shape ({r},); got {valid.dtype} {shape_str(valid.shape)}")
+        raise ValueError(
+            f"samples.valid must be a bool tensor of shape ({r},); got {valid.dtype} {shape_str(valid.shape)}"
+        )
     check_same_device(feats=feats, anchors=anchors, positives=positives, negatives=negatives, valid=valid)
     return PixelSamples(anchors, positives, negatives, valid)
 
@@ -176,7 +178,9 @@ class DenseContrastiveLoss(nn.Module):
         self.tau = check_tau(tau)
         self.reduction = check_reduction(reduction)
         self.replacement = bool(replacement)
-        self.projector = None if in_channels is None else ProjectionHead(in_channels, out_channels=proj_channels)
+        self.projector = (
+            None if in_channels is None else ProjectionHead(in_channels, out_channels=proj_channels)
+        )
 
     def forward(
         self,

@@ -37,7 +37,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int | None = None, out_channels: int = 256) -> None:
         super().__init__()
         in_channels = check_positive_int("in_channels", in_channels)
-        hidden = in_channels if hidden_channels is None else check_positive_int("hidden_channels", hidden_channels)
+        hidden = (
+            in_channels if hidden_channels is None else check_positive_int("hidden_channels", hidden_channels)
+        )
         out_channels = check_positive_int("out_channels", out_channels)
         self.in_channels = in_channels
         self.hidden_channels = hidden

@@ -99,7 +99,7 @@ def sample_pixels(
     check_mask_values(masks)
 
     num_rois = masks.shape[0]
-    flat = masks.reshape(num_rois, -1)
+    flat = masks.reshape(num_rois, masks.shape[1] * masks.shape[2])
     if flat.dtype == torch.bool:
         inside, outside = flat, ~flat
     else:

@@ -1,0 +1,272 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from _reference import reference_loss
+
+from densecontrast import DenseContrastiveLoss, PixelSamples, dense_contrastive_loss, sample_pixels
+from densecontrast._released import ReleasedDenseContrastiveLoss
+
+
+def make_batch(r: int = 5, c: int = 6, h: int = 8, w: int = 8, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(r, c, h, w, generator=g, dtype=dtype)
+    masks = torch.zeros(r, h, w, dtype=torch.bool)
+    for i in range(r):
+        top, left = i % 3, (i * 2) % 4
+        masks[i, top : top + 4, left : left + 4] = True
+    return feats, masks
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("learnable", [False, True])
+def test_matches_float64_reference(reduction: str, learnable: bool) -> None:
+    feats, masks = make_batch()
+    masks[1] = False  # one invalid RoI
+    torch.manual_seed(0)
+    crit = DenseContrastiveLoss(
+        k=3, tau=0.1, in_channels=6 if learnable else None, proj_channels=5, reduction=reduction
+    )
+    crit = crit.double()
+    samples = sample_pixels(masks, 3, generator=torch.Generator().manual_seed(1))
+    assert samples.valid.tolist() == [True, False, True, True, True]
+    out = crit(feats, masks, samples=samples)
+    expected = reference_loss(feats, *samples, tau=0.1, projector=crit.projector, reduction=reduction)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_module_equals_function() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    crit = DenseContrastiveLoss(k=4, tau=0.2, in_channels=6, proj_channels=7, reduction="none")
+    samples = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))
+    by_module = crit(feats, masks, samples=samples)
+    by_function = dense_contrastive_loss(
+        feats, masks, k=4, tau=0.2, projector=crit.projector, reduction="none", samples=samples
+    )
+    assert torch.equal(by_module, by_function)
+    # The generator path draws the same samples as an explicit sample_pixels call.
+    from_generator = crit(feats, masks, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(by_module, from_generator)
+
+
+def test_deterministic_given_a_generator() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    crit = DenseContrastiveLoss(k=4)
+    a = crit(feats, masks, generator=torch.Generator().manual_seed(5))
+    b = crit(feats, masks, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_matches_released_algorithm_with_identical_samples() -> None:
+    """Replacement sampling + conv projection + mean over RoIs: the released code's numbers."""
+    torch.manual_seed(0)
+    feats, masks = make_batch(r=6, c=8, h=10, w=10, dtype=torch.float32)
+    masks[2] = False
+    released = ReleasedDenseContrastiveLoss(8, k=4, tau=0.07)
+    ours = DenseContrastiveLoss(k=4, tau=0.07, in_channels=8, proj_channels=8, replacement=True)
+    with torch.no_grad():
+        ours.projector.fc1.weight.copy_(released.conv1.weight[:, :, 0, 0])
+        ours.projector.fc1.bias.copy_(released.conv1.bias)
+        ours.projector.fc2.weight.copy_(released.conv2.weight[:, :, 0, 0])
+        ours.projector.fc2.bias.copy_(released.conv2.bias)
+    samples = sample_pixels(masks, 4, replacement=True, generator=torch.Generator().manual_seed(2))
+    expected = released(feats, masks, samples=samples[:3])
+    torch.testing.assert_close(ours(feats, masks, samples=samples), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gradcheck_whole_loss() -> None:
+    feats, masks = make_batch(r=3, c=3, h=5, w=5)
+    feats.requires_grad_(True)
+    crit = DenseContrastiveLoss(k=2, tau=0.5, in_channels=3, proj_channels=4).double()
+    samples = sample_pixels(masks, 2, generator=torch.Generator().manual_seed(0))
+    params = list(crit.parameters())
+
+    def fn(f: torch.Tensor, *p: torch.Tensor) -> torch.Tensor:
+        names = [n for n, _ in crit.named_parameters()]
+        return torch.func.functional_call(crit, dict(zip(names, p)), (f, masks), {"samples": samples})
+
+    assert torch.autograd.gradcheck(fn, (feats, *[p.detach().requires_grad_() for p in params]))
+
+
+@pytest.mark.parametrize("case", ["no_rois", "all_invalid"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_empty_and_all_invalid_give_zero_in_graph(case: str, reduction: str) -> None:
+    crit = DenseContrastiveLoss(k=4, in_channels=6, proj_channels=5, reduction=reduction)
+    if case == "no_rois":
+        feats, masks = torch.randn(0, 6, 8, 8), torch.zeros(0, 8, 8, dtype=torch.bool)
+    else:
+        feats, masks = torch.randn(3, 6, 8, 8), torch.zeros(3, 8, 8, dtype=torch.bool)
+    feats.requires_grad_(True)
+    loss = crit(feats, masks)
+    assert loss.shape == () and loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert feats.grad is not None
+    for name, p in crit.named_parameters():
+        assert p.grad is not None, name
+        assert not bool(p.grad.any())
+
+
+def test_reduction_none_has_zeros_at_invalid_rois() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    masks[3] = True  # no background pixel left
+    out = DenseContrastiveLoss(k=4, reduction="none")(feats, masks)
+    assert out.shape == (5,)
+    assert out[3].item() == 0.0 and bool((out[[0, 1, 2, 4]] > 0).all())
+
+
+def test_mean_is_over_valid_rois_and_sum_is_their_sum() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    masks[0] = False
+    samples = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))
+    per_roi = DenseContrastiveLoss(k=4, reduction="none")(feats, masks, samples=samples)
+    total = DenseContrastiveLoss(k=4, reduction="sum")(feats, masks, samples=samples)
+    mean = DenseContrastiveLoss(k=4, reduction="mean")(feats, masks, samples=samples)
+    torch.testing.assert_close(total, per_roi.sum())
+    torch.testing.assert_close(mean, per_roi.sum() / 4)
+
+
+def test_ignore_pixels_and_integer_masks() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    int_masks = masks.to(torch.int8)
+    int_masks[:, 0, :] = -1
+    loss = DenseContrastiveLoss(k=4)(feats, int_masks, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+
+
+def test_bf16_autocast_small_tau_large_norms_finite() -> None:
+    torch.manual_seed(0)
+    feats, masks = make_batch(r=8, c=16, h=14, w=14, dtype=torch.float32)
+    feats = (feats * 1e3).requires_grad_(True)
+    crit = DenseContrastiveLoss(k=8, tau=0.01, in_channels=16, proj_channels=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = crit(feats, masks)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert bool(torch.isfinite(feats.grad).all())
+    assert all(bool(torch.isfinite(p.grad).all()) for p in crit.parameters())
+
+
+def test_channels_last_feats_give_the_same_loss_and_gradient() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    samples = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))
+    crit = DenseContrastiveLoss(k=4, in_channels=6, proj_channels=5)
+    a = feats.clone().requires_grad_(True)
+    b = feats.clone().to(memory_format=torch.channels_last).requires_grad_(True)
+    la, lb = crit(a, masks, samples=samples), crit(b, masks, samples=samples)
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(la, lb)
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_torch_compile_gives_the_eager_result() -> None:
+    feats, masks = make_batch(r=4, c=8, h=8, w=8, dtype=torch.float32)
+    samples = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))
+    crit = DenseContrastiveLoss(k=4, in_channels=8, proj_channels=8)
+    eager_feats = feats.clone().requires_grad_(True)
+    compiled_feats = feats.clone().requires_grad_(True)
+    eager = crit(eager_feats, masks, samples=samples)
+    eager.backward()
+    compiled_crit = torch.compile(copy.deepcopy(crit), backend="inductor")
+    compiled = compiled_crit(compiled_feats, masks, samples=samples)
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled_feats.grad, eager_feats.grad)
+
+
+def test_runs_on_device(device: str) -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    crit = DenseContrastiveLoss(k=4, in_channels=6).to(device)
+    loss = crit(feats.to(device).requires_grad_(), masks.to(device))
+    assert loss.device.type == device and torch.isfinite(loss)
+
+
+def test_repr_and_attributes() -> None:
+    crit = DenseContrastiveLoss()
+    assert (crit.k, crit.tau, crit.reduction, crit.replacement, crit.projector) == (
+        32,
+        0.07,
+        "mean",
+        False,
+        None,
+    )
+    assert "k=32, tau=0.07" in repr(crit)
+    assert DenseContrastiveLoss(in_channels=256).projector.fc2.out_features == 256
+
+
+F = torch.randn(2, 3, 8, 8)
+M = torch.zeros(2, 8, 8, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    ("feats", "masks", "error", "match"),
+    [
+        (
+            torch.randn(3, 8, 8),
+            M,
+            ValueError,
+            r"feats must have 4 dimensions \(R, C, H, W\); got shape \(3, 8, 8\)",
+        ),
+        (
+            F,
+            torch.zeros(2, 1, 8, 8, dtype=torch.bool),
+            ValueError,
+            r"got masks \(2, 1, 8, 8\) for feats \(2, 3, 8, 8\)",
+        ),
+        (
+            F,
+            torch.zeros(5, 8, 8, dtype=torch.bool),
+            ValueError,
+            r"masks must have shape \(R, H, W\) matching feats",
+        ),
+        (F, torch.zeros(2, 8, 7, dtype=torch.bool), ValueError, r"here \(2, 8, 8\); got masks \(2, 8, 7\)"),
+        (torch.ones(2, 3, 8, 8, dtype=torch.int64), M, TypeError, "feats must be a floating-point tensor"),
+        (F, torch.full((2, 8, 8), 0.7), ValueError, "threshold soft masks"),
+        (F, "masks", TypeError, "masks must be a torch.Tensor"),
+        (
+            F,
+            torch.zeros(2, 8, 8, dtype=torch.bool, device="meta"),
+            ValueError,
+            "tensors must be on one device",
+        ),
+    ],
+)
+def test_bad_inputs(feats: object, masks: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        DenseContrastiveLoss(k=2)(feats, masks)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"k": 0}, ValueError, "k must be a positive int; got 0"),
+        ({"k": 3.5}, TypeError, "k must be a positive int"),
+        ({"tau": -1.0}, ValueError, "tau must be a finite positive number"),
+        ({"tau": float("nan")}, ValueError, "tau must be a finite positive number"),
+        ({"tau": None}, TypeError, "tau must be a finite positive number"),
+        ({"reduction": "batchmean"}, ValueError, "reduction must be one of"),
+        ({"in_channels": 0}, ValueError, "in_channels must be a positive int"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        DenseContrastiveLoss(**kwargs)
+
+
+def test_bad_samples() -> None:
+    feats, masks = make_batch(dtype=torch.float32)
+    s = sample_pixels(masks, 4)
+    with pytest.raises(ValueError, match=r"samples.anchors must have shape \(R, K\) with R = 5"):
+        DenseContrastiveLoss(k=4)(feats, masks, samples=PixelSamples(s.anchors[:2], *s[1:]))
+    with pytest.raises(TypeError, match="samples must be a PixelSamples"):
+        DenseContrastiveLoss(k=4)(feats, masks, samples=s.anchors)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="samples.valid must be a bool tensor"):
+        DenseContrastiveLoss(k=4)(feats, masks, samples=PixelSamples(*s[:3], s.valid.long()))
+
+
+def test_projector_channel_mismatch_is_explained() -> None:
+    feats, masks = make_batch(c=6, dtype=torch.float32)
+    with pytest.raises(ValueError, match="for in_channels=4"):
+        DenseContrastiveLoss(k=4, in_channels=4)(feats, masks)
