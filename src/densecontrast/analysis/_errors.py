@@ -1,0 +1,161 @@
+"""Matching predictions to ground truth and splitting their error pixels (paper, section 3).
+
+Shape letters: H x W the image size; P = H * W pixels, flattened in column-major (RLE) order;
+N predictions of one image; M ground-truth masks of one image; n matched predictions.
+
+For a prediction D matched to the ground truth G* (the same category's non-crowd mask with the largest IoU),
+with G the union of the image's non-crowd ground-truth masks and C the union of its crowd masks:
+
+.. math::
+
+    fFP = D \\cap (G - G^*) - C, \\quad bFP = D \\cap \\bar G - C, \\quad FN = G^* - D - C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ._inputs import Rle, rle_areas
+
+ERROR_TYPES: tuple[str, ...] = ("fFP", "bFP", "FN")
+RUNS: tuple[str, ...] = ("fFP", "bFP", "FN", "all")
+
+
+@dataclass
+class ImageErrors:
+    """Errors of one image's predictions.
+
+    Attributes:
+        match: int array (N,): index of the matched ground truth in the image's list, -1 if unmatched.
+        pixels: int64 array (N, 3): fFP, bFP and FN pixel counts (zero for unmatched predictions).
+        tp: int64 array (N,): |D ∩ G*| outside crowd regions (zero for unmatched predictions).
+        corrected: run name ("fFP", "bFP", "FN", "all") -> list of n compressed RLEs, one per matched
+            prediction in index order.
+        corrected_area: run name -> int64 array (n,) of the corrected masks' areas.
+    """
+
+    match: np.ndarray
+    pixels: np.ndarray
+    tp: np.ndarray
+    corrected: dict[str, list[Rle]]
+    corrected_area: dict[str, np.ndarray]
+
+
+def match_predictions(
+    dt_rles: Sequence[Rle],
+    dt_cats: Sequence[int],
+    gt_rles: Sequence[Rle],
+    gt_cats: Sequence[int],
+    gt_crowd: Sequence[int],
+    min_iou: float,
+) -> np.ndarray:
+    """Match each prediction to the non-crowd ground truth of its category with the largest mask IoU.
+
+    Ties go to the lowest ground-truth index; an IoU below ``min_iou`` leaves the prediction unmatched.
+
+    Returns:
+        int64 array (N,): the matched index into ``gt_rles``, or -1.
+    """
+    match = np.full(len(dt_rles), -1, dtype=np.int64)
+    dt_cat_arr = np.asarray(dt_cats, dtype=np.int64)
+    for cat in np.unique(dt_cat_arr):
+        g_idx = [j for j, (c, crowd) in enumerate(zip(gt_cats, gt_crowd)) if c == cat and not crowd]
+        if not g_idx:
+            continue
+        d_idx = np.flatnonzero(dt_cat_arr == cat)
+        ious = np.asarray(
+            mask_utils.iou([dt_rles[i] for i in d_idx], [gt_rles[j] for j in g_idx], [0] * len(g_idx))
+        ).reshape(len(d_idx), len(g_idx))
+        best = ious.argmax(axis=1)
+        ok = ious[np.arange(len(d_idx)), best] >= min_iou
+        match[d_idx[ok]] = np.asarray(g_idx, dtype=np.int64)[best[ok]]
+    return match
+
+
+def _empty(height: int, width: int) -> Rle:
+    return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
+
+
+def _union(rles: Sequence[Rle], height: int, width: int) -> Rle:
+    if not rles:
+        return _empty(height, width)
+    return mask_utils.merge(list(rles), intersect=False) if len(rles) > 1 else rles[0]
+
+
+def _complement(rle: Rle) -> Rle:
+    mask = mask_utils.decode(rle)  # uint8 (H, W), Fortran order
+    return mask_utils.encode(np.asfortranarray(1 - mask))
+
+
+def image_errors(
+    dt_rles: Sequence[Rle],
+    dt_cats: Sequence[int],
+    gt_rles: Sequence[Rle],
+    gt_cats: Sequence[int],
+    gt_crowd: Sequence[int],
+    height: int,
+    width: int,
+    min_iou: float,
+) -> ImageErrors:
+    """Match one image's predictions, count their error pixels and build the four corrected mask sets.
+
+    Each matched prediction is corrected on its own (duplicates too): the run "fFP" removes its fFP pixels,
+    "bFP" its bFP pixels, "FN" adds its FN pixels and "all" does all three. Crowd pixels never change.
+    Everything is computed with run-length set operations, without decoding the predictions:
+
+    - fFP-corrected: D ∩ (Ḡ ∪ G* ∪ C);  bFP-corrected: D ∩ (G ∪ C);  FN-corrected: D ∪ (G* − C);
+    - all corrected: (G* − C) ∪ (D ∩ C);
+    - |fFP| = |D| − |D_fFP|, |bFP| = |D| − |D_bFP|, |FN| = |D_FN| − |D|, TP = |D − C| − |fFP| − |bFP|.
+    """
+    n_dt = len(dt_rles)
+    match = match_predictions(dt_rles, dt_cats, gt_rles, gt_cats, gt_crowd, min_iou)
+    pixels = np.zeros((n_dt, 3), dtype=np.int64)
+    tp = np.zeros(n_dt, dtype=np.int64)
+    matched = np.flatnonzero(match >= 0)
+    corrected: dict[str, list[Rle]] = {run: [] for run in RUNS}
+    areas: dict[str, np.ndarray] = {run: np.zeros(0, dtype=np.int64) for run in RUNS}
+    if matched.size == 0:
+        return ImageErrors(match, pixels, tp, corrected, areas)
+
+    crowd_rles = [r for r, c in zip(gt_rles, gt_crowd) if c]
+    fg = _union([r for r, c in zip(gt_rles, gt_crowd) if not c], height, width)
+    crowd = _union(crowd_rles, height, width) if crowd_rles else None
+    fg_or_crowd = fg if crowd is None else mask_utils.merge([fg, crowd], intersect=False)
+    outside = [_complement(fg)] + ([] if crowd is None else [crowd])  # Ḡ ∪ C, as a list to merge
+    not_crowd = None if crowd is None else _complement(crowd)
+
+    kept: dict[int, Rle] = {}  # G* − C
+    allowed: dict[int, Rle] = {}  # Ḡ ∪ G* ∪ C
+    for j in np.unique(match[matched]).tolist():
+        kept[j] = (
+            gt_rles[j] if not_crowd is None else mask_utils.merge([gt_rles[j], not_crowd], intersect=True)
+        )
+        allowed[j] = mask_utils.merge([*outside, gt_rles[j]], intersect=False)
+
+    for i in matched.tolist():
+        d, j = dt_rles[i], int(match[i])
+        corrected["fFP"].append(mask_utils.merge([d, allowed[j]], intersect=True))
+        corrected["bFP"].append(mask_utils.merge([d, fg_or_crowd], intersect=True))
+        corrected["FN"].append(mask_utils.merge([d, kept[j]], intersect=False))
+        if crowd is None:
+            corrected["all"].append(kept[j])
+        else:
+            corrected["all"].append(mask_utils.merge([kept[j], mask_utils.merge([d, crowd], intersect=True)]))
+
+    for run in RUNS:
+        areas[run] = np.asarray(rle_areas(corrected[run]), dtype=np.int64)
+    d_area = np.asarray(rle_areas([dt_rles[i] for i in matched]), dtype=np.int64)
+    counts = np.stack([d_area - areas["fFP"], d_area - areas["bFP"], areas["FN"] - d_area], axis=1)
+    pixels[matched] = counts
+    d_in_crowd = 0
+    if crowd is not None:
+        d_in_crowd = np.asarray(
+            rle_areas([mask_utils.merge([dt_rles[i], crowd], intersect=True) for i in matched]),
+            dtype=np.int64,
+        )
+    tp[matched] = d_area - d_in_crowd - counts[:, 0] - counts[:, 1]
+    return ImageErrors(match, pixels, tp, corrected, areas)
