@@ -176,7 +176,7 @@ def _check_reports(reports: Mapping[str, SegmentationErrorReport]) -> None:
     if not isinstance(reports, Mapping) or not reports:
         raise ValueError("reports must be a non-empty dict of name -> SegmentationErrorReport")
     for name, rep in reports.items():
-        if not isinstance(rep, SegmentationErrorReport):
+        if not (hasattr(rep, "ap") and isinstance(getattr(rep, "delta", None), Mapping)):
             raise TypeError(f"reports[{name!r}] must be a SegmentationErrorReport, got {type(rep).__name__}")
 
 
@@ -195,8 +195,8 @@ def compare_table(reports: Mapping[str, SegmentationErrorReport]) -> str:
         ...     {"fFP": 0.0, "bFP": 0.0, "FN": 0.0}, {"fFP": 0.0, "bFP": 0.0, "FN": 0.0},
         ...     0.6, 0.8, 0.6, {"fFP": 1, "bFP": 1, "FN": 2}, 10, 0)
         >>> print(compare_table({"Baseline": rep}))
-        name            AP  ΔAP_fFP  ΔAP_bFP   ΔAP_FN
-        Baseline      32.3      5.0      4.7     21.2
+        name              AP  ΔAP_fFP  ΔAP_bFP   ΔAP_FN
+        Baseline        32.3      5.0      4.7     21.2
     """
     _check_reports(reports)
     width = max(12, *(len(n) for n in reports)) + 2
