@@ -46,10 +46,10 @@ class _GatherPixels(torch.autograd.Function):
         n = index.shape[1]
         if ctx.channels_last:
             grad = grad_out.new_zeros((r, h * w, c))
-            grad = grad.scatter_add(1, index.unsqueeze(2).expand(r, n, c), grad_out)
+            grad.scatter_add_(1, index.unsqueeze(2).expand(r, n, c), grad_out)
             return grad.reshape(r, h, w, c).permute(0, 3, 1, 2), None
         grad = grad_out.new_zeros((r, c, h * w))
-        grad = grad.scatter_add(2, index.unsqueeze(1).expand(r, c, n), grad_out.transpose(1, 2))
+        grad.scatter_add_(2, index.unsqueeze(1).expand(r, c, n), grad_out.transpose(1, 2))
         return grad.reshape(r, c, h, w), None
 
 
