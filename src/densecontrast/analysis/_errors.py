@@ -13,6 +13,7 @@ with G the union of the image's non-crowd ground-truth masks and C the union of 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,8 +88,10 @@ def _union(rles: Sequence[Rle], height: int, width: int) -> Rle:
 
 
 def _complement(rle: Rle) -> Rle:
-    mask = mask_utils.decode(rle)  # uint8 (H, W), Fortran order
-    return mask_utils.encode(np.asfortranarray(1 - mask))
+    with warnings.catch_warnings():  # pycocotools' decode warns under numpy 2 (its __array__ signature)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = mask_utils.decode([rle])  # uint8 (H, W, 1), Fortran order
+    return mask_utils.encode(np.asfortranarray(1 - mask))[0]
 
 
 def image_errors(

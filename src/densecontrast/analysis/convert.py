@@ -94,7 +94,7 @@ def coco_from_targets(
         crowd = _numpy(target["iscrowd"]).reshape(n) if "iscrowd" in target else np.zeros(n, dtype=np.int64)
         images.append({"id": image_id, "height": int(h), "width": int(w)})
         rles = _encode(masks)
-        areas = masks.reshape(n, -1).sum(axis=1)
+        areas = masks.reshape(n, h * w).sum(axis=1)
         for k in range(n):
             if int(labels[k]) not in cat_ids:
                 raise ValueError(
