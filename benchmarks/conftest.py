@@ -1,0 +1,33 @@
+"""Options and inputs shared by the benchmarks.
+
+Run with ``pytest benchmarks -o python_files='bench_*.py'`` (``nox -s bench`` does this and writes JSON to
+``benchmarks/results/``). The released-code baseline is quadratic in R; by default it runs only up to
+R = 256 with one round; ``--baseline-max-r 512`` adds the largest size (about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--baseline-max-r", type=int, default=256, help="largest R for the released-code baseline"
+    )
+    parser.addoption(
+        "--bench-device", default="cpu", help="device for the loss microbenchmarks (cpu or cuda)"
+    )
+
+
+@pytest.fixture
+def bench_device(request: pytest.FixtureRequest) -> torch.device:
+    device = torch.device(request.config.getoption("--bench-device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return device

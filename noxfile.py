@@ -1,0 +1,55 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``docs``.
+
+Every session installs the pinned torch and torchvision that CI uses.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+LINTED = ["src", "tests", "benchmarks", "examples", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (the same command as the README and CI)."""
+    session.install(*TORCH, "-e", ".[dev]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package."""
+    session.install(*TORCH, "-e", ".[dev]")
+    session.run("mypy", "src/densecontrast")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """CPU benchmarks (under 5 minutes on 2 cores); JSON goes to benchmarks/results/."""
+    session.install(*TORCH, "-e", ".[dev]")
+    session.run(
+        "python", "-m", "pytest", "benchmarks", "-o", "python_files=bench_*.py", "-p", "no:randomly",
+        "--benchmark-columns=min,median,mean,rounds", "--benchmark-sort=name",
+        "--benchmark-json=benchmarks/results/cpu.json", *session.posargs,
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with --strict."""
+    session.install(*TORCH, "-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict")

@@ -1,0 +1,61 @@
+"""The ``densecontrast`` command line: ``demo`` (train Mask R-CNN with and without the loss) and
+``analyze`` (segmentation-error analysis of COCO-format results).
+
+Each subcommand imports its optional dependencies only when it runs, so ``densecontrast --help`` works
+with the core install alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra to install)
+SUBCOMMANDS = {
+    "demo": ("densecontrast.demo", "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP", "demo"),
+    "analyze": ("densecontrast.analysis.cli", "segmentation-error analysis (fFP, bFP, FN as ΔAP)", "analysis"),
+}
+
+
+def _load(name: str):  # noqa: ANN202 - a module
+    module_name, _, extra = SUBCOMMANDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and err.name.split(".")[0] == "densecontrast":
+            raise
+        raise SystemExit(
+            f"densecontrast {name} needs the optional dependency {err.name!r}: pip install 'densecontrast[{extra}]'"
+        ) from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densecontrast", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"densecontrast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text, _) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``densecontrast`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in SUBCOMMANDS:
+        args = parser.parse_args(argv)
+        parser.print_help()
+        return 0 if args.command is None and not argv else 2
+    name = argv[0]
+    module = _load(name)
+    sub_parser = argparse.ArgumentParser(prog=f"densecontrast {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub_parser)
+    return int(module.run(sub_parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
