@@ -16,8 +16,16 @@ from . import __version__
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra to install)
 SUBCOMMANDS = {
-    "demo": ("densecontrast.demo", "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP", "demo"),
-    "analyze": ("densecontrast.analysis.cli", "segmentation-error analysis (fFP, bFP, FN as ΔAP)", "analysis"),
+    "demo": (
+        "densecontrast.demo",
+        "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP",
+        "demo",
+    ),
+    "analyze": (
+        "densecontrast.analysis.cli",
+        "segmentation-error analysis (fFP, bFP, FN as ΔAP)",
+        "analysis",
+    ),
 }
 
 
