@@ -13,7 +13,6 @@ with G the union of the image's non-crowd ground-truth masks and C the union of 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,11 +86,40 @@ def _union(rles: Sequence[Rle], height: int, width: int) -> Rle:
     return mask_utils.merge(list(rles), intersect=False) if len(rles) > 1 else rles[0]
 
 
+def rle_counts(rle: Rle) -> np.ndarray:
+    """The run lengths of a compressed COCO RLE (the inverse of pycocotools' string coding), vectorised.
+
+    Each count is coded as 5-bit groups (little-endian, ``0x20`` = more groups follow, ``0x10`` in the last
+    group = negative) offset by 48; counts after the third are stored as differences to the count two
+    places before.
+
+    Returns:
+        int64 array of the counts: zeros first, then ones, alternating.
+    """
+    counts = rle["counts"]
+    raw = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, dtype=np.uint8)
+    if raw.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    v = raw.astype(np.int64) - 48
+    last = (v & 0x20) == 0  # the last group of each count
+    group = np.concatenate(([0], np.cumsum(last[:-1])))
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    k = np.arange(v.size) - starts[group]
+    x = np.add.reduceat((v & 0x1F) << (5 * k), starts)
+    ends = np.flatnonzero(last)
+    negative = (v[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (k[ends[negative]] + 1))
+    x[1::2] = np.cumsum(x[1::2])  # undo the differences: x[i] += x[i - 2] for i > 2
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
 def _complement(rle: Rle) -> Rle:
-    with warnings.catch_warnings():  # pycocotools' decode warns under numpy 2 (its __array__ signature)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        mask = mask_utils.decode([rle])  # uint8 (H, W, 1), Fortran order
-    return mask_utils.encode(np.asfortranarray(1 - mask))[0]
+    """The complement of a compressed RLE, by shifting its run lengths by one place."""
+    counts = rle_counts(rle)
+    counts = counts[1:] if counts.size and counts[0] == 0 else np.concatenate(([0], counts))
+    h, w = (int(s) for s in rle["size"])
+    return mask_utils.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
 
 
 def image_errors(
