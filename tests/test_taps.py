@@ -60,17 +60,17 @@ def test_inputs_capture_keeps_all_positional_args() -> None:
     assert isinstance(got, tuple) and got[0] is a and got[1] is b
 
 
-def test_input_is_read_before_an_inplace_module_overwrites_it(net: _Net) -> None:
-    # The ReLU is in place: a forward hook on body.0 would see values that the ReLU then overwrites,
-    # a pre-hook on head sees the final ones; the input tap of body.1 still sees the negatives.
+def test_captures_are_references_that_inplace_modules_change(net: _Net) -> None:
+    # body.1 is an in-place ReLU: the tap of its input holds the very tensor that the ReLU then
+    # overwrites, so it reads post-ReLU values; the input of the next module names what it holds.
     x = torch.randn(16, 4)
-    pre_relu = FeatureTap.on(net, "body.1", what="input")
+    relu_in = FeatureTap.on(net, "body.1", what="input")
     head_in = FeatureTap.on(net, "head", what="input")
     net(x)
-    relu_in = pre_relu.pop()
-    assert (relu_in >= 0).all()  # same storage, overwritten in place: documents why the adapter taps later
-    assert torch.equal(head_in.pop(), torch.relu(net.body[0](x)))
-    pre_relu.remove()
+    a, b = relu_in.pop(), head_in.pop()
+    assert a is b
+    assert torch.equal(b, torch.relu(net.body[0](x))) and (net.body[0](x) < 0).any()
+    relu_in.remove()
     head_in.remove()
 
 
