@@ -579,20 +579,41 @@ class SyntheticInstances(torch.utils.data.Dataset):
     def coco_ground_truth(self) -> dict[str, Any]:
         """The whole split as a COCO instances dict with uncompressed-RLE segmentations.
 
-        Image ``i`` has id ``i + 1`` and file name ``{i + 1:06d}.png``; annotation ids start at 1.
+        Image ``i`` has id ``i + 1`` and file name ``{i + 1:06d}.png``; annotation ids start at 1; ``area``
+        is the visible pixel count and ``bbox`` the visible mask's ``[x, y, width, height]``.
         """
-        images, annotations = [], []
+        return self._coco(None)
+
+    def export_coco(self, root: str | os.PathLike[str]) -> pathlib.Path:
+        """Write ``root/images/000001.png ...`` and ``root/annotations.json`` (``coco_ground_truth()``).
+
+        Returns:
+            ``root`` as a ``pathlib.Path``. The PNGs hold exactly the dataset's images (they are multiples
+            of 1/255), so ``read / 255`` gives back ``dataset[i][0]``.
+        """
+        root = pathlib.Path(root)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "annotations.json").write_text(json.dumps(self._coco(root / "images")))
+        return root
+
+    def _coco(self, image_dir: pathlib.Path | None) -> dict[str, Any]:
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for i in range(self.length):
-            _, target = self[i]
+            image, target = self[i]
             image_id = int(target["image_id"])
-            images.append(
-                {"id": image_id, "file_name": f"{image_id:06d}.png", "width": self.image_size,
-                 "height": self.image_size}
-            )  # fmt: skip
-            for box, label, mask, area in zip(
-                target["boxes"].tolist(), target["labels"].tolist(), target["masks"], target["area"].tolist()
-            ):
-                x1, y1, x2, y2 = box
+            file_name = f"{image_id:06d}.png"
+            images.append({"id": image_id, "file_name": file_name, "width": self.image_size,
+                           "height": self.image_size})  # fmt: skip
+            if image_dir is not None:
+                (image_dir / file_name).write_bytes(_png_bytes(torch.round(image * 255).to(torch.uint8)))
+            columns = (
+                target["boxes"].tolist(),
+                target["labels"].tolist(),
+                target["masks"],
+                target["area"].tolist(),
+            )
+            for (x1, y1, x2, y2), label, mask, area in zip(*columns):
                 annotations.append(
                     {"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
                      "segmentation": _mask_to_rle(mask), "area": area, "bbox": [x1, y1, x2 - x1, y2 - y1],
@@ -605,18 +626,6 @@ class SyntheticInstances(torch.utils.data.Dataset):
             "annotations": annotations,
             "categories": [dict(c) for c in self.categories],
         }
-
-    def export_coco(self, root: str | os.PathLike[str]) -> pathlib.Path:
-        """Write ``root/images/000001.png ...`` and ``root/annotations.json``; return ``root``."""
-        root = pathlib.Path(root)
-        (root / "images").mkdir(parents=True, exist_ok=True)
-        ground_truth = self.coco_ground_truth()
-        for record in ground_truth["images"]:
-            image, _ = self[record["id"] - 1]
-            pixels = torch.round(image * 255).to(torch.uint8)
-            (root / "images" / record["file_name"]).write_bytes(_png_bytes(pixels))
-        (root / "annotations.json").write_text(json.dumps(ground_truth))
-        return root
 
 
 def _category_name(category: int) -> str:
