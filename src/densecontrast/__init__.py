@@ -10,11 +10,13 @@ from .infonce import dense_info_nce
 from .loss import DenseContrastiveLoss, dense_contrastive_loss
 from .projection import ProjectionHead
 from .sampling import PixelSamples, sample_pixels
+from .taps import FeatureTap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DenseContrastiveLoss",
+    "FeatureTap",
     "PixelSamples",
     "ProjectionHead",
     "__version__",
