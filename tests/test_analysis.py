@@ -25,7 +25,7 @@ from densecontrast.analysis import (
     results_from_outputs,
 )
 from densecontrast.analysis import cli as analysis_cli
-from densecontrast.analysis._errors import image_errors
+from densecontrast.analysis._errors import _complement, image_errors, rle_counts
 from densecontrast.analysis._synthetic import synthetic_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
@@ -179,7 +179,7 @@ def _reference(dt, dt_cats, gt, gt_cats, crowd, min_iou):
     """Dense float64/bool reference of the matching and of the three error sets."""
     g_union = np.any(gt[~crowd], axis=0) if (~crowd).any() else np.zeros(gt.shape[1:], bool)
     c_union = np.any(gt[crowd], axis=0) if crowd.any() else np.zeros(gt.shape[1:], bool)
-    out = []
+    out: list[tuple | None] = []
     for d, c in zip(dt, dt_cats):
         best, best_iou = -1, -1.0
         for j, (g, gc) in enumerate(zip(gt, gt_cats)):
@@ -258,7 +258,8 @@ def _plain_coco_ap(gt: dict, results: list[dict], backend: str) -> tuple[float, 
         ev.evaluate()
         ev.accumulate()
     p = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]  # area "all", 100 detections
-    return tuple(float(x[x > -1].mean()) for x in (p, p[0], p[5]))
+    ap, ap50, ap75 = (float(x[x > -1].mean()) for x in (p, p[0], p[5]))
+    return ap, ap50, ap75
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +462,22 @@ def test_cli_run(tmp_path, capsys) -> None:
     (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 5}]))
     assert analysis_cli.run(parser.parse_args([str(tmp_path / "gt.json"), str(tmp_path / "bad.json")])) == 2
     assert "results[0]" in capsys.readouterr().err
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.bool_, st.tuples(st.integers(1, 9), st.integers(1, 9))), st.booleans())
+def test_rle_counts_and_complement(mask, as_str) -> None:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    if as_str:
+        r["counts"] = r["counts"].decode("ascii")
+    counts = rle_counts(r)
+    np.testing.assert_array_equal(np.repeat(np.arange(counts.size) % 2, counts).astype(bool), mask.T.ravel())
+    np.testing.assert_array_equal(mask_utils.decode(_complement(r)).astype(bool), ~mask)
+
+
+def test_rle_counts_large_runs() -> None:
+    mask = np.zeros((700, 900), dtype=bool)
+    mask[3:650, 5:880] = True
+    mask[100, 100] = False
+    counts = rle_counts(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+    np.testing.assert_array_equal(np.repeat(np.arange(counts.size) % 2, counts).astype(bool), mask.T.ravel())

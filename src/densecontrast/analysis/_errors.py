@@ -61,18 +61,19 @@ def match_predictions(
         int64 array (N,): the matched index into ``gt_rles``, or -1.
     """
     match = np.full(len(dt_rles), -1, dtype=np.int64)
-    dt_cat_arr = np.asarray(dt_cats, dtype=np.int64)
-    for cat in np.unique(dt_cat_arr):
-        g_idx = [j for j, (c, crowd) in enumerate(zip(gt_cats, gt_crowd)) if c == cat and not crowd]
-        if not g_idx:
-            continue
-        d_idx = np.flatnonzero(dt_cat_arr == cat)
-        ious = np.asarray(
-            mask_utils.iou([dt_rles[i] for i in d_idx], [gt_rles[j] for j in g_idx], [0] * len(g_idx))
-        ).reshape(len(d_idx), len(g_idx))
-        best = ious.argmax(axis=1)
-        ok = ious[np.arange(len(d_idx)), best] >= min_iou
-        match[d_idx[ok]] = np.asarray(g_idx, dtype=np.int64)[best[ok]]
+    g_idx = [j for j, crowd in enumerate(gt_crowd) if not crowd]
+    if not g_idx or not dt_rles:
+        return match
+    ious = np.asarray(
+        mask_utils.iou(list(dt_rles), [gt_rles[j] for j in g_idx], [0] * len(g_idx)), dtype=np.float64
+    ).reshape(len(dt_rles), len(g_idx))
+    same_cat = (
+        np.asarray(dt_cats, dtype=np.int64)[:, None] == np.asarray([gt_cats[j] for j in g_idx])[None, :]
+    )
+    ious[~same_cat] = -1.0
+    best = ious.argmax(axis=1)  # the first maximum: the lowest annotation index
+    ok = ious[np.arange(len(dt_rles)), best] >= min_iou
+    match[ok] = np.asarray(g_idx, dtype=np.int64)[best[ok]]
     return match
 
 
@@ -159,34 +160,33 @@ def image_errors(
     outside = [_complement(fg)] + ([] if crowd is None else [crowd])  # Ḡ ∪ C, as a list to merge
     not_crowd = None if crowd is None else _complement(crowd)
 
+    merge = mask_utils.merge
     kept: dict[int, Rle] = {}  # G* − C
     allowed: dict[int, Rle] = {}  # Ḡ ∪ G* ∪ C
-    for j in np.unique(match[matched]).tolist():
-        kept[j] = (
-            gt_rles[j] if not_crowd is None else mask_utils.merge([gt_rles[j], not_crowd], intersect=True)
-        )
-        allowed[j] = mask_utils.merge([*outside, gt_rles[j]], intersect=False)
+    for j in set(match[matched].tolist()):
+        kept[j] = gt_rles[j] if not_crowd is None else merge([gt_rles[j], not_crowd], intersect=True)
+        allowed[j] = merge([*outside, gt_rles[j]], intersect=False)
 
-    for i in matched.tolist():
-        d, j = dt_rles[i], int(match[i])
-        corrected["fFP"].append(mask_utils.merge([d, allowed[j]], intersect=True))
-        corrected["bFP"].append(mask_utils.merge([d, fg_or_crowd], intersect=True))
-        corrected["FN"].append(mask_utils.merge([d, kept[j]], intersect=False))
-        if crowd is None:
-            corrected["all"].append(kept[j])
-        else:
-            corrected["all"].append(mask_utils.merge([kept[j], mask_utils.merge([d, crowd], intersect=True)]))
+    dts = [dt_rles[i] for i in matched.tolist()]
+    gts = match[matched].tolist()
+    corrected["fFP"] = [merge([d, allowed[j]], intersect=True) for d, j in zip(dts, gts)]
+    corrected["bFP"] = [merge([d, fg_or_crowd], intersect=True) for d in dts]
+    corrected["FN"] = [merge([d, kept[j]], intersect=False) for d, j in zip(dts, gts)]
+    in_crowd = [] if crowd is None else [merge([d, crowd], intersect=True) for d in dts]
+    if crowd is None:
+        corrected["all"] = [kept[j] for j in gts]
+    else:
+        corrected["all"] = [merge([kept[j], dc], intersect=False) for j, dc in zip(gts, in_crowd)]
 
-    for run in RUNS:
-        areas[run] = np.asarray(rle_areas(corrected[run]), dtype=np.int64)
-    d_area = np.asarray(rle_areas([dt_rles[i] for i in matched]), dtype=np.int64)
+    n = len(dts)
+    all_areas = np.asarray(
+        rle_areas([*dts, *(corrected[run][k] for run in RUNS for k in range(n)), *in_crowd])
+    )
+    d_area = all_areas[:n].astype(np.int64)
+    for r, run in enumerate(RUNS):
+        areas[run] = all_areas[(r + 1) * n : (r + 2) * n].astype(np.int64)
     counts = np.stack([d_area - areas["fFP"], d_area - areas["bFP"], areas["FN"] - d_area], axis=1)
     pixels[matched] = counts
-    d_in_crowd = 0
-    if crowd is not None:
-        d_in_crowd = np.asarray(
-            rle_areas([mask_utils.merge([dt_rles[i], crowd], intersect=True) for i in matched]),
-            dtype=np.int64,
-        )
+    d_in_crowd = all_areas[5 * n :].astype(np.int64) if in_crowd else 0
     tp[matched] = d_area - d_in_crowd - counts[:, 0] - counts[:, 1]
     return ImageErrors(match, pixels, tp, corrected, areas)
