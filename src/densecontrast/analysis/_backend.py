@@ -66,13 +66,20 @@ class Evaluator:
             "annotations": [dict(a) for a in data.annotations],
         }
         self.gt = _coco(backend, gt)
+        self._base_ious: dict[tuple[int, int], Any] | None = None
 
-    def precision(self, results: Sequence[dict[str, Any]]) -> np.ndarray:
+    def precision(
+        self, results: Sequence[dict[str, Any]], *, changed: set[tuple[int, int]] | None = None
+    ) -> np.ndarray:
         """COCOeval's precision for area "all", 100 detections.
 
         Args:
             results: result dicts with ``image_id``, ``category_id``, ``score``, ``segmentation`` (RLE)
                 and ``area``; they are copied, not mutated.
+            changed: for a variant of the first (base) results in which only the masks of these
+                (image id, category id) pairs differ (same order, scores and number of results): the
+                mask IoUs of every other pair are taken from the base evaluation instead of recomputed.
+                ``None`` evaluates from scratch and makes these results the base.
 
         Returns:
             float64 array (T, R, K), -1 where a category has no ground truth.
@@ -91,8 +98,19 @@ class Evaluator:
             ev.params.areaRng = [list(_AREA_ALL)]
             ev.params.areaRngLbl = ["all"]
             ev.params.maxDets = [100]
+            base = self._base_ious
+            if changed is not None and base is not None:
+                compute = ev.computeIoU
+
+                def compute_iou(img_id: int, cat_id: int) -> Any:
+                    pair = (img_id, cat_id)
+                    return base[pair] if pair in base and pair not in changed else compute(img_id, cat_id)
+
+                ev.computeIoU = compute_iou
             ev.evaluate()
             ev.accumulate()
+        if changed is None:
+            self._base_ious = ev.ious
         return np.asarray(ev.eval["precision"], dtype=np.float64)[:, :, :, 0, -1]
 
 

@@ -1,7 +1,7 @@
 """Matching predictions to ground truth and splitting their error pixels (paper, section 3).
 
-Shape letters: H x W the image size; P = H * W pixels, flattened in column-major (RLE) order;
-N predictions of one image; M ground-truth masks of one image; n matched predictions.
+Shape letters: H x W the image size; N predictions of one image; M ground-truth masks of one image;
+n matched predictions. Masks are compressed COCO RLEs of size (H, W); they are never decoded here.
 
 For a prediction D matched to the ground truth G* (the same category's non-crowd mask with the largest IoU),
 with G the union of the image's non-crowd ground-truth masks and C the union of its crowd masks:
