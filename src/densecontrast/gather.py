@@ -34,8 +34,10 @@ class _GatherPixels(torch.autograd.Function):
             # (R, H, W, C) is contiguous: each gathered pixel is one contiguous row of C values.
             rows = feats.permute(0, 2, 3, 1).reshape(r, h * w, c)
             return rows.gather(1, index.unsqueeze(2).expand(r, n, c))
-        planes = feats.reshape(r, c, h * w)
-        return planes.gather(2, index.unsqueeze(1).expand(r, c, n)).transpose(1, 2)
+        # Advanced indexing of the (R, H*W, C) view writes the (R, N, C) result contiguously, so the
+        # projection that follows reads it without a copy.
+        rows = torch.arange(r, device=index.device).unsqueeze(1)
+        return feats.reshape(r, c, h * w).transpose(1, 2)[rows, index]
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None]:

@@ -15,9 +15,12 @@ computed in the right-hand form, which cannot overflow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._validation import (
     check_floating,
@@ -30,8 +33,53 @@ from ._validation import (
 )
 
 
+_EPS = 1e-12  # as F.normalize
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class _StackedInfoNCE(torch.autograd.Function):
+    """Normalise, score and infoNCE in one node, with a hand-written backward.
+
+    Autograd of the plain expression would write several full-size (R, A + P + Q, D) buffers in the
+    backward (a zero-filled gradient per slice of ``z``, and the normalisation's chain of elementwise
+    ops); this backward writes one and updates it in place.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, num_anchors: int, num_positives: int, tau: float) -> Tensor:
+        norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_EPS)  # (R, M, 1)
+        zhat = z / norm
+        anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
+        sim = torch.bmm(anchors, keys.transpose(1, 2)).mul_(1.0 / tau)  # (R, A, P + Q)
+        s_pos, s_neg = sim[..., :num_positives], sim[..., num_positives:]
+        lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)  # (R, A, 1)
+        margin = lse - s_pos  # (R, A, P)
+        ctx.save_for_backward(zhat, norm, sim, lse, margin)
+        ctx.sizes = (num_anchors, num_positives, tau)
+        return F.softplus(margin).mean(dim=(1, 2))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        zhat, norm, sim, lse, margin = ctx.saved_tensors
+        num_anchors, num_positives, tau = ctx.sizes
+        # d loss / d margin = sigmoid(margin) / (A * P), scaled by the incoming per-RoI gradient.
+        d_margin = torch.sigmoid(margin).mul_((grad / (num_anchors * num_positives)).view(-1, 1, 1))
+        d_sim = torch.empty_like(sim)
+        d_sim[..., :num_positives] = -d_margin
+        # d lse / d s_neg is the softmax over negatives.
+        d_sim[..., num_positives:] = torch.exp(sim[..., num_positives:] - lse).mul_(
+            d_margin.sum(-1, keepdim=True)
+        )
+        d_sim.mul_(1.0 / tau)
+        anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
+        d_zhat = torch.cat([torch.bmm(d_sim, keys), torch.bmm(d_sim.transpose(1, 2), anchors)], dim=1)
+        # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
+        radial = (d_zhat * zhat).sum(-1, keepdim=True)
+        return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None, None
 
 
 def _info_nce_stacked(z: Tensor, num_anchors: int, num_positives: int, tau: float) -> Tensor:
@@ -41,17 +89,12 @@ def _info_nce_stacked(z: Tensor, num_anchors: int, num_positives: int, tau: floa
     Runs outside autocast in float32 (float64 stays float64). Returns float tensor (R,).
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z = F.normalize(z.to(_compute_dtype(z.dtype)), dim=-1)
-        anchors = z[:, :num_anchors]
-        keys = z[:, num_anchors:]
-        sim = torch.bmm(anchors, keys.transpose(1, 2)) * (1.0 / tau)  # (R, A, P + Q)
-        s_pos = sim[..., :num_positives]
-        s_neg = sim[..., num_positives:]
-        if s_neg.shape[-1] == 0:
+        z = z.to(_compute_dtype(z.dtype))
+        if z.shape[1] == num_anchors + num_positives:
             # No negatives: every term is -log(1) = 0; keep the graph.
-            return sim.sum(dim=(1, 2)) * 0.0
-        lse_neg = torch.logsumexp(s_neg, dim=-1, keepdim=True)  # (R, A, 1)
-        return F.softplus(lse_neg - s_pos).mean(dim=(1, 2))
+            return z.sum(dim=(1, 2)) * 0.0
+        out: Tensor = _StackedInfoNCE.apply(z, num_anchors, num_positives, tau)
+        return out
 
 
 def reduce_per_roi(per_roi: Tensor, valid: Tensor | None, reduction: str) -> Tensor:

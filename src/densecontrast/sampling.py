@@ -33,23 +33,25 @@ class PixelSamples(NamedTuple):
     valid: Tensor
 
 
-def _without_replacement(member: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    # Independent uniform keys, non-members pushed past every member: the K smallest keys are a
-    # uniformly random K-subset of the members in uniformly random order.
-    keys = torch.rand(member.shape, generator=generator, device=member.device)
-    keys = keys.masked_fill_(~member, 2.0)
-    return keys.topk(k, dim=1, largest=False, sorted=False).indices
+def _without_replacement(excluded: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    # Independent uniform keys, excluded pixels pushed past every member: the K smallest keys of a row
+    # are a uniformly random K-subset of its members, in uniformly random order. One draw and one top-k
+    # serve all three sets (excluded is (3, R, H*W)).
+    keys = torch.rand(excluded.shape, generator=generator, device=excluded.device)
+    keys.masked_fill_(excluded, 2.0)
+    return keys.topk(k, dim=-1, largest=False, sorted=False).indices
 
 
-def _with_replacement(member: Tensor, count: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    # The j-th member of a row (j uniform in [0, count)) is the first position where the running
-    # count of members reaches j + 1.
-    running = member.cumsum(dim=1, dtype=torch.int64)
-    u = torch.rand((member.shape[0], k), generator=generator, device=member.device, dtype=torch.float64)
-    j = (u * count.unsqueeze(1)).to(torch.int64)
-    j = torch.minimum(j, (count - 1).clamp(min=0).unsqueeze(1))
-    pos = torch.searchsorted(running, j + 1)
-    return pos.clamp_(max=member.shape[1] - 1)
+def _with_replacement(member: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    # The j-th member of a row (j uniform in [0, count)) is the first position where the running count
+    # of members reaches j + 1. member is (3, R, H*W); rows are flattened for searchsorted.
+    sets, rois, pixels = member.shape
+    running = member.reshape(sets * rois, pixels).cumsum(dim=1, dtype=torch.int64)
+    count = running[:, -1:]
+    u = torch.rand((sets * rois, k), generator=generator, device=member.device, dtype=torch.float64)
+    j = torch.minimum((u * count).to(torch.int64), (count - 1).clamp(min=0))
+    pos = torch.searchsorted(running, j + 1).clamp_(max=pixels - 1)
+    return pos.reshape(sets, rois, k)
 
 
 def sample_pixels(
@@ -99,32 +101,28 @@ def sample_pixels(
     check_mask_values(masks)
 
     num_rois = masks.shape[0]
-    flat = masks.reshape(num_rois, masks.shape[1] * masks.shape[2])
+    num_pixels = masks.shape[1] * masks.shape[2]
+    flat = masks.reshape(num_rois, num_pixels)
+    if num_pixels == 0 or num_rois == 0 or (k > num_pixels and not replacement):
+        # No RoI can be valid; keep the documented shapes with in-range filler indices.
+        filler = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
+        valid = torch.zeros(num_rois, dtype=torch.bool, device=masks.device)
+        return PixelSamples(filler, filler.clone(), filler.clone(), valid)
+
     if flat.dtype == torch.bool:
         inside, outside = flat, ~flat
     else:
         inside, outside = flat == 1, flat == 0
-    num_pixels = flat.shape[1]
-
-    if num_pixels == 0 or num_rois == 0:
-        empty = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
-        valid = torch.zeros(num_rois, dtype=torch.bool, device=masks.device)
-        return PixelSamples(empty, empty.clone(), empty.clone(), valid)
-
     n_in = inside.sum(dim=1)
     n_out = outside.sum(dim=1)
     if replacement:
         valid = (n_in > k) & (n_out > k)
-        anchors = _with_replacement(inside, n_in, k, generator)
-        positives = _with_replacement(inside, n_in, k, generator)
-        negatives = _with_replacement(outside, n_out, k, generator)
+        drawn = _with_replacement(torch.stack([inside, inside, outside]), k, generator)
     else:
         valid = (n_in >= k) & (n_out >= k)
-        if k > num_pixels:
-            # No RoI can be valid; keep the documented shape with in-range filler indices.
-            filler = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
-            return PixelSamples(filler, filler.clone(), filler.clone(), valid)
-        anchors = _without_replacement(inside, k, generator)
-        positives = _without_replacement(inside, k, generator)
-        negatives = _without_replacement(outside, k, generator)
-    return PixelSamples(anchors, positives, negatives, valid)
+        if flat.dtype == torch.bool:
+            excluded = torch.stack([outside, outside, inside])
+        else:
+            excluded = torch.stack([~inside, ~inside, ~outside])
+        drawn = _without_replacement(excluded, k, generator)
+    return PixelSamples(drawn[0], drawn[1], drawn[2], valid)
