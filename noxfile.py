@@ -42,9 +42,18 @@ def bench(session: nox.Session) -> None:
     """CPU benchmarks (under 5 minutes on 2 cores); JSON goes to benchmarks/results/."""
     session.install(*TORCH, "-e", ".[dev]")
     session.run(
-        "python", "-m", "pytest", "benchmarks", "-o", "python_files=bench_*.py", "-p", "no:randomly",
-        "--benchmark-columns=min,median,mean,rounds", "--benchmark-sort=name",
-        "--benchmark-json=benchmarks/results/cpu.json", *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        "benchmarks",
+        "-o",
+        "python_files=bench_*.py",
+        "-p",
+        "no:randomly",
+        "--benchmark-columns=min,median,mean,rounds",
+        "--benchmark-sort=name",
+        "--benchmark-json=benchmarks/results/cpu.json",
+        *session.posargs,
     )
 
 

@@ -262,7 +262,7 @@ def test_bad_samples() -> None:
         DenseContrastiveLoss(k=4)(feats, masks, samples=PixelSamples(s.anchors[:2], *s[1:]))
     with pytest.raises(TypeError, match="samples must be a PixelSamples"):
         DenseContrastiveLoss(k=4)(feats, masks, samples=s.anchors)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="samples.valid must be a bool tensor"):
+    with pytest.raises(ValueError, match=r"samples\.valid must be a bool tensor"):
         DenseContrastiveLoss(k=4)(feats, masks, samples=PixelSamples(*s[:3], s.valid.long()))
 
 

@@ -29,7 +29,7 @@ SUBCOMMANDS = {
 }
 
 
-def _load(name: str):  # noqa: ANN202 - a module
+def _load(name: str):
     module_name, _, extra = SUBCOMMANDS[name]
     try:
         return importlib.import_module(module_name)
@@ -37,7 +37,8 @@ def _load(name: str):  # noqa: ANN202 - a module
         if err.name and err.name.split(".")[0] == "densecontrast":
             raise
         raise SystemExit(
-            f"densecontrast {name} needs the optional dependency {err.name!r}: pip install 'densecontrast[{extra}]'"
+            f"densecontrast {name} needs the optional dependency {err.name!r}: "
+            f"pip install 'densecontrast[{extra}]'"
         ) from err
 
 

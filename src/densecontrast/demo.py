@@ -248,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         reports = {"Baseline": runs[0]["report"], "+DCL": runs[1]["report"]}
         print(
-            "\nBaseline vs +DCL (percent; ΔAP is the AP gained by correcting each error type, lower is better)"
+            "\nBaseline vs +DCL (percent; ΔAP is the AP gained by correcting each error type, "
+            "lower is better)"
         )
         print(compare_table(reports))
         plot_comparison(reports, out / "compare.png")

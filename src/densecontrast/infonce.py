@@ -32,7 +32,6 @@ from ._validation import (
     shape_str,
 )
 
-
 _EPS = 1e-12  # as F.normalize
 
 
