@@ -124,7 +124,7 @@ def analyze(
 
     pairs = [(r["image_id"], r["category_id"]) for r in data.results]
     altered = {run: pixels[:, k] > 0 for k, run in enumerate(ERROR_TYPES)}
-    altered["all"] = pixels.any(axis=1)
+    altered["all"] = np.asarray(pixels.any(axis=1))
     precisions: dict[str, np.ndarray] = {}
     for k, (run, res) in enumerate((("base", data.results), *runs.items())):
         changed = None if run == "base" else {p for p, a in zip(pairs, altered[run].tolist()) if a}
