@@ -644,7 +644,8 @@ def collate_detection(
 
     Example:
         >>> images, targets = collate_detection([(torch.zeros(3, 2, 2), {"labels": torch.tensor([1])})])
-        >>> len(images), targets[0]["labels"].tolist()
+        >>> first = targets[0]
+        >>> len(images), first["labels"].tolist()
         (1, [1])
     """
     return [image for image, _ in batch], [target for _, target in batch]

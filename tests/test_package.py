@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import densecontrast
+
+OPTIONAL = ("torchvision", "pycocotools", "faster_coco_eval", "matplotlib", "tqdm", "scipy")
+
+
+def test_core_imports_torch_only() -> None:
+    code = (
+        "import sys, densecontrast\n"
+        "from densecontrast import DenseContrastiveLoss, FeatureTap\n"
+        f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_public_names_exist() -> None:
+    for name in densecontrast.__all__:
+        assert hasattr(densecontrast, name), name
+
+
+def test_version_matches_pyproject() -> None:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.exists():  # installed without the source tree
+        return
+    assert f'version = "{densecontrast.__version__}"' in pyproject.read_text()
+
+
+def test_ships_type_information() -> None:
+    assert (Path(densecontrast.__file__).parent / "py.typed").exists()
