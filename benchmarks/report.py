@@ -1,0 +1,105 @@
+"""Turn the loss benchmarks' JSON into the table and plot of ``docs/performance.md``.
+
+Usage::
+
+    python benchmarks/report.py benchmarks/results/cpu.json --plot docs/img/loss_vs_rois_cpu.png
+
+Prints a Markdown table (median seconds per forward + backward, speed-up over the released algorithm,
+ratio to the floor) for every R that was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(path: Path) -> tuple[dict[int, dict[str, float]], dict[str, str]]:
+    """Median seconds per (R, implementation) and the machine info of a pytest-benchmark JSON file."""
+    data = json.loads(path.read_text())
+    table: dict[int, dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "num_rois" not in info or "impl" not in info:
+            continue
+        impl = info["impl"] + ("-bf16" if info.get("autocast") else "")
+        table[int(info["num_rois"])][impl] = float(bench["stats"]["median"])
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {})
+    meta = {
+        "cpu": str(cpu.get("brand_raw", machine.get("processor", "?"))),
+        "cores": str(cpu.get("count", "?")),
+        "python": str(machine.get("python_version", "?")),
+        "date": str(data.get("datetime", "?")),
+    }
+    return dict(sorted(table.items())), meta
+
+
+def markdown(table: dict[int, dict[str, float]]) -> str:
+    rows = [
+        "| R | densecontrast fp32 (ms) | bf16 autocast (ms) | floor (ms) | released (ms) | vs released | vs floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{1e3 * value:.1f}"
+
+    for r, impls in table.items():
+        ours, floor, released = impls.get("densecontrast"), impls.get("floor"), impls.get("released")
+        speedup = f"{released / ours:.0f}x" if ours and released else "–"
+        to_floor = f"{ours / floor:.2f}x" if ours and floor else "–"
+        rows.append(
+            f"| {r} | {ms(ours)} | {ms(impls.get('densecontrast-bf16'))} | {ms(floor)} | {ms(released)} "
+            f"| {speedup} | {to_floor} |"
+        )
+    return "\n".join(rows)
+
+
+def plot(table: dict[int, dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    labels = {
+        "densecontrast": "densecontrast (fp32)",
+        "densecontrast-bf16": "densecontrast (bf16 autocast)",
+        "floor": "floor (projection GEMMs + dense gradient write)",
+        "released": "released algorithm (loop over RoIs)",
+    }
+    for impl, label in labels.items():
+        points = [(r, v[impl]) for r, v in table.items() if impl in v]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, [1e3 * y for y in ys], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("RoIs per batch (R)")
+    ax.set_ylabel("forward + backward, median (ms)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", type=Path, help="pytest-benchmark JSON (from nox -s bench)")
+    parser.add_argument("--plot", type=Path, help="write a plot of time against R here")
+    parser.add_argument("--title", default="Dense contrastive loss, C=256, 28x28, K=32")
+    args = parser.parse_args()
+    table, meta = load(args.json)
+    print(f"machine: {meta['cpu']}, {meta['cores']} cores, Python {meta['python']}, {meta['date']}\n")
+    print(markdown(table))
+    if args.plot:
+        plot(table, args.plot, args.title)
+
+
+if __name__ == "__main__":
+    main()
