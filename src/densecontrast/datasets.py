@@ -404,7 +404,7 @@ def _owner_boxes(owner: Tensor, count: int) -> Tensor:
 
     Returns float32 (count, 4) ``(x1, y1, x2, y2)``: first column and row, last column and row + 1.
 
-    Example:
+    Examples:
         >>> owner = torch.tensor([[-1, 0, 0], [1, 1, -1]])
         >>> _owner_boxes(owner, 2).tolist()
         [[1.0, 0.0, 3.0, 1.0], [0.0, 1.0, 2.0, 2.0]]
@@ -431,7 +431,7 @@ def _mask_to_rle(mask: Tensor) -> dict[str, Any]:
     Returns:
         ``{"size": [H, W], "counts": [...]}``, readable by ``pycocotools.mask.frPyObjects``.
 
-    Example:
+    Examples:
         >>> _mask_to_rle(torch.tensor([[0, 1], [0, 1]]))
         {'size': [2, 2], 'counts': [2, 2]}
     """
@@ -498,7 +498,7 @@ class SyntheticInstances(torch.utils.data.Dataset):
     float32 (N, 4) xyxy (far edges exclusive), ``labels`` int64 (N,), ``masks`` uint8 (N, S, S) visible
     and disjoint, ``image_id`` int64 scalar (index + 1), ``area`` float32 (N,) and ``iscrowd`` int64 (N,).
 
-    Example:
+    Examples:
         >>> ds = SyntheticInstances(4, image_size=64, seed=1)
         >>> image, target = ds[0]
         >>> image.shape, target["masks"].shape[1:], int(target["image_id"])
@@ -642,7 +642,7 @@ def collate_detection(
     Use as ``DataLoader(dataset, batch_size=..., collate_fn=collate_detection)``; detection models take
     lists because images hold different numbers of instances.
 
-    Example:
+    Examples:
         >>> images, targets = collate_detection([(torch.zeros(3, 2, 2), {"labels": torch.tensor([1])})])
         >>> first = targets[0]
         >>> len(images), first["labels"].tolist()

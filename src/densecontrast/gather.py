@@ -69,7 +69,7 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
     into it once, summing repeated indices. Indices are not range-checked here (that would synchronise
     with an accelerator); out-of-range indices raise inside ``torch.gather`` on the CPU.
 
-    Example:
+    Examples:
         >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2)   # C = 2 channels on a 2 x 2 grid
         >>> gather_pixels(feats, torch.tensor([[3, 0, 3]]))
         tensor([[[3., 7.],

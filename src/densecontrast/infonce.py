@@ -138,7 +138,7 @@ def dense_info_nce(
         float tensor (R,) for ``"none"``, else a scalar: the mean over the A x P (anchor, positive) pairs of
         ``-log(e^{s_uv/τ} / (e^{s_uv/τ} + Σ_w e^{s_uw/τ}))``.
 
-    Example:
+    Examples:
         >>> a = torch.tensor([[[1.0, 0.0]]])        # one RoI, one anchor
         >>> p = torch.tensor([[[2.0, 0.0]]])        # same direction: s = 1
         >>> n = torch.tensor([[[0.0, 3.0]]])        # orthogonal: s = 0

@@ -149,7 +149,7 @@ class DenseContrastiveLoss(nn.Module):
         - masks: (R, H, W), bool or 1 / 0 / -1
         - output: scalar, or (R,) for ``reduction="none"``
 
-    Example:
+    Examples:
         >>> import torch
         >>> crit = DenseContrastiveLoss(k=8, tau=0.1, in_channels=16)
         >>> feats = torch.randn(3, 16, 14, 14, requires_grad=True)

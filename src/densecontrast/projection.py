@@ -27,7 +27,7 @@ class ProjectionHead(nn.Module):
         - Input: (..., C)
         - Output: (..., D)
 
-    Example:
+    Examples:
         >>> import torch
         >>> head = ProjectionHead(16, out_channels=8)
         >>> head(torch.randn(4, 96, 16)).shape

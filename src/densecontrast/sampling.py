@@ -86,7 +86,7 @@ def sample_pixels(
         TypeError: masks is not a tensor, or k not an int.
         ValueError: masks is not 3-D, holds values other than -1/0/1, or k < 1.
 
-    Example:
+    Examples:
         >>> masks = torch.zeros(2, 8, 8, dtype=torch.bool)
         >>> masks[0, 2:6, 2:6] = True            # 16 instance pixels, 48 others
         >>> s = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(0))

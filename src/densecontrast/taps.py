@@ -49,7 +49,7 @@ def resolve_module(model: nn.Module, target: str | nn.Module) -> nn.Module:
         ValueError: no submodule has that name (the message lists close matches), or the module object is
             not part of ``model``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
         >>> resolve_module(net, "1")
@@ -97,7 +97,7 @@ class FeatureTap:
     The tap is a context manager: leaving the ``with`` block removes the hook. Tapping a ScriptModule
     raises ``TypeError``, since TorchScript does not run Python hooks.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -141,7 +141,7 @@ def masks_from_soft(soft: Tensor, *, ignore_band: float | None = None) -> Tensor
     Returns:
         bool tensor (R, h, w) when ``ignore_band`` is None, else int8 with 1 / 0 / -1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> soft = torch.tensor([[[0.0, 0.45, 0.5, 0.9]]])
         >>> masks_from_soft(soft).int().tolist()
@@ -430,7 +430,7 @@ def attach(
         ValueError: a model without a mask branch, an unknown ``layer``, bad values, or a model that
             already has a ``dense_contrast`` submodule.
 
-    Example:
+    Examples:
         >>> from torchvision.models.detection import maskrcnn_resnet50_fpn
         >>> model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)
         >>> handle = attach(model, weight=1.2)

@@ -31,7 +31,7 @@ def evaluate_segm_ap(gt: Any, results: Any, *, backend: str = "auto") -> dict[st
         {"AP": AP@[.50:.95], "AP50": ..., "AP75": ...} as fractions (0 for empty results; NaN if the
         ground truth has no non-crowd annotation).
 
-    Example:
+    Examples:
         >>> from densecontrast.analysis import evaluate_segm_ap
         >>> evaluate_segm_ap("gt.json", "results.json")  # doctest: +SKIP
         {'AP': 0.371, 'AP50': 0.588, 'AP75': 0.397}
@@ -109,7 +109,7 @@ def analyze(
     Raises:
         ValueError: for invalid inputs, naming the offending entry.
 
-    Example:
+    Examples:
         >>> from densecontrast.analysis import analyze
         >>> report = analyze("instances_val.json", "segm_results.json")  # doctest: +SKIP
         >>> print(report.table())  # doctest: +SKIP

@@ -189,7 +189,7 @@ def compare_table(reports: Mapping[str, SegmentationErrorReport]) -> str:
     Returns:
         A text table with the columns AP, ΔAP_fFP, ΔAP_bFP and ΔAP_FN (lower Δ is better).
 
-    Example:
+    Examples:
         >>> from densecontrast.analysis import SegmentationErrorReport
         >>> rep = SegmentationErrorReport(0.323, 0.5, 0.3, {"fFP": 0.05, "bFP": 0.047, "FN": 0.212},
         ...     {"fFP": 0.0, "bFP": 0.0, "FN": 0.0}, {"fFP": 0.0, "bFP": 0.0, "FN": 0.0},

@@ -65,7 +65,7 @@ def coco_from_targets(
         A COCO dict (``images``, ``annotations``, ``categories``) with RLE segmentations, ``area`` = mask
         pixels, ``bbox`` (xywh) and ``iscrowd``; annotation ids run from 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> masks = np.zeros((1, 4, 5), dtype=np.uint8); masks[0, 1:3, 1:4] = 1
         >>> gt = coco_from_targets([{"masks": masks, "labels": np.array([3])}], [7], {3: "car"})
@@ -137,7 +137,7 @@ def results_from_outputs(
         A list of result dicts (``image_id``, ``category_id``, ``score``, ``segmentation``) ready for
         :func:`~densecontrast.analysis.analyze` or ``json.dump``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> probs = np.zeros((1, 1, 2, 2), dtype=np.float32); probs[0, 0, 0, :] = 0.9
         >>> out = {"masks": probs, "scores": np.array([0.8]), "labels": np.array([1])}
