@@ -270,3 +270,25 @@ def test_projector_channel_mismatch_is_explained() -> None:
     feats, masks = make_batch(c=6, dtype=torch.float32)
     with pytest.raises(ValueError, match="for in_channels=4"):
         DenseContrastiveLoss(k=4, in_channels=4)(feats, masks)
+
+
+def _op_counts(num_rois: int) -> dict[str, int]:
+    from torch.profiler import ProfilerActivity, profile
+
+    feats, masks = make_batch(r=num_rois, c=8, h=12, w=12, dtype=torch.float32)
+    feats.requires_grad_(True)
+    crit = DenseContrastiveLoss(k=4, in_channels=8, proj_channels=8)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        crit(feats, masks, generator=torch.Generator().manual_seed(0)).backward()
+    # fill_/zero_ are left out: reductions call them internally, more often once they run in parallel.
+    internal = {"aten::fill_", "aten::zero_"}
+    events = prof.key_averages()
+    return {e.key: e.count for e in events if e.key.startswith("aten::") and e.key not in internal}
+
+
+def test_no_host_sync_and_no_loop_over_rois() -> None:
+    """The op sequence is the same for 3 and 48 RoIs, and nothing reads a value back to the host."""
+    small, large = _op_counts(3), _op_counts(48)
+    assert small == large
+    assert "aten::_local_scalar_dense" not in small  # .item(), bool(), int() of a tensor
+    assert "aten::nonzero" not in small
