@@ -18,9 +18,9 @@ Measured, in this order:
    size (``VmHWM``, reset with ``/proc/self/clear_refs`` before the steps; ``ru_maxrss`` elsewhere) on
    the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
-Run: ``python benchmarks/train_step.py`` (about 2.5 minutes on 2 idle CPU cores; JSON to
+Run: ``python benchmarks/train_step.py`` (about 3 minutes on 2 CPU cores; JSON to
 ``benchmarks/results/train_step_cpu.json``), ``--device cuda`` on a GPU (JSON to ``train_step_cuda.json``),
-``--pairs 15`` for a tighter median.
+``--pairs 5`` or more for a tighter median (about 20 s per step here).
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--pairs", type=int, default=3, help="measured (A, B) pairs after one warm-up pair")
+    parser.add_argument("--pairs", type=int, default=2, help="measured (A, B) pairs after one warm-up pair")
     parser.add_argument("--loss-repeats", type=int, default=5, help="repeats of the loss-only timings")
     parser.add_argument("--memory-steps", type=int, default=1, help="steps per memory subprocess (0: skip)")
     parser.add_argument("--instances", type=int, default=60, help="instances per image")
