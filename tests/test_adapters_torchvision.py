@@ -475,3 +475,31 @@ def test_attaching_twice_is_refused(fresh: nn.Module) -> None:
     handle.remove()
     attach(fresh).remove()
     assert _hook_free(fresh)
+
+
+class _GenericPathLoss(DenseContrastiveLoss):
+    """The same loss, but not the exact class, so attach takes the generic (dense-gradient) path."""
+
+
+def test_in_place_gradient_path_equals_the_generic_path(base: nn.Module) -> None:
+    """The default criterion's fast path (loss computed where the features enter mask_fcn_logits, and
+    its gradient added into the convolution's input gradient in place) gives the generic path's numbers."""
+    results = []
+    for criterion_cls in (DenseContrastiveLoss, _GenericPathLoss):
+        model = copy.deepcopy(base).train()
+        torch.manual_seed(7)
+        criterion = criterion_cls(k=32, tau=0.07, in_channels=256)
+        attach(model, criterion)
+        images, targets = _batch()
+        torch.manual_seed(3)
+        losses = model(images, targets)
+        (losses[LOSS_KEY] + losses["loss_mask"]).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((losses[LOSS_KEY].detach(), losses["loss_mask"].detach(), grads))
+    (fast, fast_mask, fast_grads), (generic, generic_mask, generic_grads) = results
+    assert torch.equal(fast_mask, generic_mask)
+    torch.testing.assert_close(fast, generic, rtol=1e-6, atol=1e-7)
+    assert fast_grads.keys() == generic_grads.keys()
+    assert any("mask_head" in n for n in fast_grads) and any("dense_contrast" in n for n in fast_grads)
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], generic_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -4,8 +4,10 @@ import hypothesis.strategies as st
 import pytest
 import torch
 from hypothesis import given
+from torch import nn
 
 from densecontrast import gather_pixels
+from densecontrast.gather import gather_pixels_passthrough
 
 
 def naive_gather(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -133,3 +135,53 @@ def test_runs_on_device(device: str) -> None:
 def test_bad_inputs(feats: object, index: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         gather_pixels(feats, index)  # type: ignore[arg-type]
+
+
+def _passthrough_vs_plain(consume, channels_last: bool = False, create_graph: bool = False):
+    """Gradients of consume(feats_out) + sum(rows^2), via the passthrough and via two plain consumers."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
+    index = torch.tensor([[0, 24, 24, 3], [7, 7, 7, 7], [1, 2, 3, 4]])
+    grads = []
+    for passthrough in (True, False):
+        feats = base.clone().requires_grad_(True)
+        if passthrough:
+            out, rows = gather_pixels_passthrough(feats, index)
+        else:
+            out, rows = feats, gather_pixels(feats, index)
+        total = consume(out) + rows.square().sum()
+        (grad,) = torch.autograd.grad(total, feats, create_graph=create_graph)
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_passthrough_adds_into_the_layer_gradient(channels_last: bool) -> None:
+    conv = nn.Conv2d(4, 2, 3, padding=1).double()
+    fast, plain = _passthrough_vs_plain(lambda x: conv(x).square().sum(), channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "consume",
+    [lambda x: x.sum(), lambda x: 0.0 * x.detach().sum()],
+    ids=["expanded_gradient", "passthrough_unused"],
+)
+def test_passthrough_special_gradients(consume) -> None:
+    fast, plain = _passthrough_vs_plain(consume)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_passthrough_with_create_graph() -> None:
+    conv = nn.Conv2d(4, 2, 1).double()
+    fast, plain = _passthrough_vs_plain(lambda x: conv(x).square().sum(), create_graph=True)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_passthrough_returns_the_same_values() -> None:
+    feats = torch.randn(2, 3, 4, 4)
+    out, rows = gather_pixels_passthrough(feats, torch.tensor([[1, 2], [3, 15]]))
+    assert torch.equal(out, feats)
+    assert torch.equal(rows, gather_pixels(feats, torch.tensor([[1, 2], [3, 15]])))

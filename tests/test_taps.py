@@ -47,7 +47,9 @@ def test_input_capture_by_dotted_name(net: _Net) -> None:
     tap = FeatureTap.on(net, "body.0", what="input")
     net(x)
     assert tap.captured
+    assert tap.peek() is x and tap.captured  # peek keeps the value
     assert tap.pop() is x
+    assert not tap.captured and tap.peek() is None
     tap.remove()
 
 

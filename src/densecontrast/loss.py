@@ -115,13 +115,32 @@ def dense_contrastive_loss(
         samples = sample_pixels(masks, k, replacement=replacement, generator=generator)
     else:
         samples = _check_samples(samples, feats)
-    num_anchors = samples.anchors.shape[1]
-    num_positives = samples.positives.shape[1]
-    index = torch.cat([samples.anchors, samples.positives, samples.negatives], dim=1)  # (R, 3K)
-    z = gather_pixels(feats, index)  # (R, 3K, C)
-    if projector is not None:
-        z = projector(z)  # (R, 3K, D)
-    per_roi = _info_nce_stacked(z, num_anchors, num_positives, tau)
+    rows = gather_pixels(feats, sample_index(samples))  # (R, 3K, C)
+    return loss_from_rows(rows, samples, tau=tau, projector=projector, reduction=reduction)
+
+
+def sample_index(samples: PixelSamples) -> Tensor:
+    """The (R, A + P + Q) index of all samples of each RoI: anchors, then positives, then negatives."""
+    return torch.cat([samples.anchors, samples.positives, samples.negatives], dim=1)
+
+
+def loss_from_rows(
+    rows: Tensor,
+    samples: PixelSamples,
+    *,
+    tau: float,
+    projector: nn.Module | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """The loss from pixel features already gathered in the order of :func:`sample_index`.
+
+    Args:
+        rows: float tensor (R, A + P + Q, C), e.g. ``gather_pixels(feats, sample_index(samples))``.
+        samples: the :class:`PixelSamples` the rows were gathered with (their sizes and ``valid``).
+        tau, projector, reduction: as in :func:`dense_contrastive_loss`.
+    """
+    z = rows if projector is None else projector(rows)  # (R, 3K, D)
+    per_roi = _info_nce_stacked(z, samples.anchors.shape[1], samples.positives.shape[1], tau)
     return reduce_per_roi(per_roi, samples.valid, reduction)
 
 

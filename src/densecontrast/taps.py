@@ -174,6 +174,10 @@ class FeatureTap:
         """Whether the hook is still registered."""
         return self._handle is not None
 
+    def peek(self) -> Any:
+        """Return the latest captured value and keep it (None when nothing was captured since)."""
+        return self._value
+
     def pop(self) -> Any:
         """Return the latest captured value and forget it (None when nothing was captured since)."""
         value = self._value

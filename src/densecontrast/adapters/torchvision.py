@@ -26,7 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..loss import DenseContrastiveLoss
+from ..gather import gather_pixels_passthrough
+from ..loss import DenseContrastiveLoss, loss_from_rows, sample_index
+from ..sampling import sample_pixels
 from ..taps import FeatureTap, resolve_module
 
 try:
@@ -294,6 +296,9 @@ class DenseContrastHandle:
             roi_heads.register_forward_pre_hook(self._on_roi_heads_input, with_kwargs=True),
             roi_heads.register_forward_hook(self._on_roi_heads_output, always_call=True),
         ]
+        self._fast_loss: Tensor | None = None
+        if _fast_path_applies(criterion, layer):
+            self._hooks.append(layer.register_forward_pre_hook(self._on_layer_input))
         model.add_module(SUBMODULE_NAME, criterion)
         setattr(model, _HANDLE_ATTR, self)
 
@@ -337,6 +342,7 @@ class DenseContrastHandle:
 
     def _clear(self) -> None:
         self._targets = None
+        self._fast_loss = None
         self._proposal_tap.clear()
         self._feature_tap.clear()
 
@@ -363,10 +369,37 @@ class DenseContrastHandle:
             )
         detections, losses = output
         extended = dict(losses)
-        extended[LOSS_KEY] = self.weight * self._loss(feats, targets, inputs[1])
+        fast_loss, self._fast_loss = self._fast_loss, None
+        loss = fast_loss if fast_loss is not None else self._loss(feats, targets, inputs[1])
+        extended[LOSS_KEY] = self.weight * loss
         return detections, extended
 
+    def _on_layer_input(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Fast path: compute the loss where the features enter the layer, and pass them through.
+
+        The layer (a Conv2d) then reads the features through :func:`gather_pixels_passthrough`, whose
+        backward adds the loss's gradient into the convolution's input gradient in place: training holds
+        one dense gradient of the features instead of two.
+        """
+        targets = self._targets
+        proposals = self._proposal_tap.peek()
+        if not module.training or targets is None or proposals is None or len(args) != 1:
+            return None
+        feats = args[0]
+        masks = self._roi_masks(feats, targets, proposals[1])
+        crit = cast(DenseContrastiveLoss, self.criterion)
+        samples = sample_pixels(masks, crit.k, replacement=crit.replacement)
+        feats_out, rows = gather_pixels_passthrough(feats, sample_index(samples))
+        self._fast_loss = loss_from_rows(
+            rows, samples, tau=crit.tau, projector=crit.projector, reduction=crit.reduction
+        )
+        return (feats_out,)
+
     def _loss(self, feats: Tensor, targets: list[dict[str, Tensor]], proposals: list[Tensor]) -> Tensor:
+        return self.criterion(feats, self._roi_masks(feats, targets, proposals))
+
+    def _roi_masks(self, feats: Tensor, targets: list[dict[str, Tensor]], proposals: list[Tensor]) -> Tensor:
+        """Ground-truth instance of every positive RoI on the feature grid, checked against feats."""
         if not isinstance(feats, Tensor) or feats.ndim != 4:
             got = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
             raise RuntimeError(
@@ -380,8 +413,12 @@ class DenseContrastHandle:
                 f"mask_roi_pool received {num_rois} positive proposals; layer must see each positive RoI once"
             )
         soft, _ = positive_mask_targets(targets, proposals, (feats.shape[-2], feats.shape[-1]))
-        masks = masks_from_soft(soft, ignore_band=self.ignore_band).to(feats.device)
-        return self.criterion(feats, masks)
+        return masks_from_soft(soft, ignore_band=self.ignore_band).to(feats.device)
+
+
+def _fast_path_applies(criterion: nn.Module, layer: nn.Module) -> bool:
+    """The in-place gradient path needs the library's own loss and a plain convolution reading the feats."""
+    return type(criterion) is DenseContrastiveLoss and type(layer) is nn.Conv2d
 
 
 def get_handle(model: nn.Module) -> DenseContrastHandle | None:
