@@ -137,7 +137,12 @@ def loss_from_rows(
     Args:
         rows: float tensor (R, A + P + Q, C), e.g. ``gather_pixels(feats, sample_index(samples))``.
         samples: the :class:`PixelSamples` the rows were gathered with (their sizes and ``valid``).
-        tau, projector, reduction: as in :func:`dense_contrastive_loss`.
+        tau: temperature.
+        projector: applied to the rows first (the learnable similarity), or None.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in :func:`dense_contrastive_loss`.
+
+    Returns:
+        float32 (float64 for float64 rows) scalar, or (R,) for ``reduction="none"``.
     """
     z = rows if projector is None else projector(rows)  # (R, 3K, D)
     per_roi = _info_nce_stacked(z, samples.anchors.shape[1], samples.positives.shape[1], tau)
