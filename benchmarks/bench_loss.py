@@ -24,6 +24,8 @@ C = 256
 def test_densecontrast(benchmark, bench_device: torch.device, num_rois: int, autocast: bool) -> None:
     benchmark.group = f"loss R={num_rois}"
     benchmark.extra_info.update(num_rois=num_rois, impl="densecontrast", autocast=autocast)
+    if autocast and bench_device.type == "cpu":
+        pytest.skip("bf16 autocast on CPUs without native bf16 matmuls is emulated (15-24x slower here)")
     feats, masks = roi_batch(num_rois, C, device=bench_device)
     crit = DenseContrastiveLoss(k=K, tau=0.07, in_channels=C).to(bench_device)
     dtype = torch.bfloat16 if autocast else torch.float32
@@ -35,7 +37,7 @@ def test_densecontrast(benchmark, bench_device: torch.device, num_rois: int, aut
         loss.backward()
         synchronize(bench_device)
 
-    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("num_rois", SIZES)
@@ -54,7 +56,7 @@ def test_floor(benchmark, bench_device: torch.device, num_rois: int) -> None:
         torch.zeros(feats_shape, device=bench_device)
         synchronize(bench_device)
 
-    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("num_rois", SIZES)

@@ -53,7 +53,8 @@ class ProjectionHead(nn.Module):
                 f"x must have shape (..., {self.in_channels}) for in_channels={self.in_channels}; "
                 f"got {tuple(x.shape)}"
             )
-        return self.fc2(F.relu(self.fc1(x)))
+        # In place: fc1's backward does not need its output, and it saves a buffer of the size of x.
+        return self.fc2(F.relu(self.fc1(x), inplace=True))
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
