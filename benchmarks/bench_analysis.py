@@ -54,27 +54,35 @@ def plain_evaluation(gt: dict[str, Any], results: list[dict[str, Any]], backend:
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
-def test_plain_evaluation(benchmark, data, backend: str) -> None:
+def test_plain_evaluation(benchmark, request, data, backend: str) -> None:
     gt, results = data
     benchmark.pedantic(
         lambda: plain_evaluation({k: [dict(x) for x in v] for k, v in gt.items()}, results, backend),
-        rounds=3,
+        rounds=request.config.getoption("--analysis-rounds"),
         iterations=1,
     )
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
-def test_evaluate_segm_ap(benchmark, data, backend: str) -> None:
+def test_evaluate_segm_ap(benchmark, request, data, backend: str) -> None:
     gt, results = data
     benchmark.pedantic(
-        evaluate_segm_ap, args=(gt, results), kwargs={"backend": backend}, rounds=3, iterations=1
+        evaluate_segm_ap,
+        args=(gt, results),
+        kwargs={"backend": backend},
+        rounds=request.config.getoption("--analysis-rounds"),
+        iterations=1,
     )
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
-def test_analyze(benchmark, data, backend: str) -> None:
+def test_analyze(benchmark, request, data, backend: str) -> None:
     gt, results = data
     report = benchmark.pedantic(
-        analyze, args=(gt, results), kwargs={"backend": backend}, rounds=3, iterations=1
+        analyze,
+        args=(gt, results),
+        kwargs={"backend": backend},
+        rounds=request.config.getoption("--analysis-rounds"),
+        iterations=1,
     )
     assert report.num_matched > 0

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--analysis-rounds", type=int, default=3, help="rounds of each analysis benchmark")
     parser.addoption(
         "--baseline-max-r", type=int, default=256, help="largest R for the released-code baseline"
     )
