@@ -29,41 +29,58 @@ DEFAULT_OUT = "densecontrast-demo"
 class DemoConfig:
     """Everything that defines a demo run (saved next to its metrics)."""
 
-    steps: int = 300
+    steps: int = 200
     seed: int = 0
     image_size: int = 128
     batch_size: int = 2
-    train_images: int = 600
-    val_images: int = 60
+    train_images: int = 400
+    val_images: int = 50
     num_categories: int = 3
     backbone: str = "resnet18"
+    mask_channels: int = 128
     lr: float = 0.02
     weight: float = 1.2
     device: str = "cpu"
 
 
-def build_model(num_classes: int, *, backbone: str = "resnet18", image_size: int = 128) -> nn.Module:
+def build_model(
+    num_classes: int, *, backbone: str = "resnet18", image_size: int = 128, mask_channels: int = 128
+) -> nn.Module:
     """A torchvision ``MaskRCNN`` with a randomly initialised ResNet-FPN backbone (no downloads).
+
+    Sized for a few minutes of CPU training: 64 sampled RoIs and 300 proposals per image, and a mask head
+    of ``mask_channels`` (torchvision's ``MaskRCNNHeads`` and ``MaskRCNNPredictor``; 256 is the standard
+    head, whose four convolutions cost about 2 GFLOP per positive RoI).
 
     Args:
         num_classes: categories + 1 (background).
         backbone: a torchvision ResNet name (``"resnet18"`` keeps the CPU demo short; ``"resnet50"``
             gives the paper's R50-FPN).
         image_size: images are neither up- nor down-scaled from this size.
+        mask_channels: width of the mask head's four convolutions and of the feature map DCL uses.
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
     body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
-    return MaskRCNN(
+    model = MaskRCNN(
         body,
         num_classes=num_classes,
         min_size=image_size,
         max_size=image_size,
+        rpn_pre_nms_top_n_train=600,
+        rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=600,
+        rpn_post_nms_top_n_test=300,
         rpn_batch_size_per_image=128,
-        box_batch_size_per_image=128,
+        box_batch_size_per_image=64,
         box_detections_per_img=50,
     )
+    if mask_channels != 256:
+        model.roi_heads.mask_head = MaskRCNNHeads(body.out_channels, [mask_channels] * 4, 1)
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
+    return model
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
@@ -158,7 +175,12 @@ def run_one(config: DemoConfig, *, dcl: bool, out: Path, show_progress: bool = T
         seed=config.seed,
         split="val",
     )
-    model = build_model(config.num_categories + 1, backbone=config.backbone, image_size=config.image_size)
+    model = build_model(
+        config.num_categories + 1,
+        backbone=config.backbone,
+        image_size=config.image_size,
+        mask_channels=config.mask_channels,
+    )
     handle = attach(model, weight=config.weight) if dcl else None
     start = time.perf_counter()
     history = train(model, train_set, config, desc=name, show_progress=show_progress)
@@ -204,6 +226,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backbone", default=d.backbone, help="ResNet of the FPN backbone (default %(default)s)"
     )
+    parser.add_argument(
+        "--mask-channels",
+        type=int,
+        default=d.mask_channels,
+        help="mask head width (256: torchvision's standard)",
+    )
     parser.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default %(default)s)")
     parser.add_argument(
         "--weight", type=float, default=d.weight, help="λ, the weight of the loss (default 1.2)"
@@ -212,7 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("steps", "image_size", "batch_size", "train_images", "val_images"):
+    for name in ("steps", "image_size", "batch_size", "train_images", "val_images", "mask_channels"):
         if getattr(args, name) < 1:
             raise SystemExit(f"densecontrast demo: --{name.replace('_', '-')} must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -232,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         train_images=args.train_images,
         val_images=args.val_images,
         backbone=args.backbone,
+        mask_channels=args.mask_channels,
         lr=args.lr,
         weight=args.weight,
         device=args.device,
