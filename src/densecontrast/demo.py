@@ -188,7 +188,7 @@ def run_one(config: DemoConfig, *, dcl: bool, out: Path, show_progress: bool = T
     if handle is not None:
         handle.remove()  # the checkpoint is a plain torchvision state_dict; DCL adds nothing at inference
     results = predict(model, val_set, config.device)
-    report = analyze(val_set.coco_ground_truth(), results)
+    report = analyze(val_set.coco_ground_truth(), results, backend="pycocotools")  # the reference evaluator
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / f"{name}.pt")
     report.plot(out / f"{name}_errors.png", title=f"{name}: mask AP {100 * report.ap:.1f}")
