@@ -41,13 +41,18 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"tensors must be on one device; got {listing}")
 
 
-def check_positive_int(name: str, value: object) -> int:
-    # bool is an int subclass; True as a sample count is almost certainly a mistake.
+def check_int(name: str, value: object, minimum: int) -> int:
+    """An int (not a bool: True as a count is almost certainly a mistake) of at least ``minimum``."""
+    expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int; got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value}")
+        raise TypeError(f"{name} must be {expected}; got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be {expected}; got {value}")
     return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    return check_int(name, value, 1)
 
 
 def check_tau(value: object) -> float:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._validation import check_positive_int
+from ._validation import check_int, check_positive_int
 
 __all__ = ["SyntheticInstances", "collate_detection"]
 
@@ -467,14 +467,6 @@ def _png_bytes(image: Tensor) -> bytes:
     )
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
-    return value
-
-
 class SyntheticInstances(torch.utils.data.Dataset):
     """Images of overlapping, textured, partly camouflaged objects with torchvision-format targets.
 
@@ -516,11 +508,11 @@ class SyntheticInstances(torch.utils.data.Dataset):
         seed: int = 0,
         split: str = "train",
     ) -> None:
-        self.length = _check_int("length", length, 0)
-        self.image_size = _check_int("image_size", image_size, MIN_IMAGE_SIZE)
+        self.length = check_int("length", length, 0)
+        self.image_size = check_int("image_size", image_size, MIN_IMAGE_SIZE)
         self.num_categories = check_positive_int("num_categories", num_categories)
-        self.min_instances = _check_int("min_instances", min_instances, 0)
-        self.max_instances = _check_int("max_instances", max_instances, 0)
+        self.min_instances = check_int("min_instances", min_instances, 0)
+        self.max_instances = check_int("max_instances", max_instances, 0)
         if self.max_instances < self.min_instances:
             raise ValueError(
                 f"max_instances must be >= min_instances; got min_instances={min_instances}, "
