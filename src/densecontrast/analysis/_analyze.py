@@ -122,13 +122,11 @@ def analyze(
     evaluator = Evaluator(backend, data)
     runs, matched, pixels = _corrections(data, float(min_iou), progress, total)
 
-    pairs = [(r["image_id"], r["category_id"]) for r in data.results]
     altered = {run: pixels[:, k] > 0 for k, run in enumerate(ERROR_TYPES)}
     altered["all"] = np.asarray(pixels.any(axis=1))
     precisions: dict[str, np.ndarray] = {}
     for k, (run, res) in enumerate((("base", data.results), *runs.items())):
-        changed = None if run == "base" else {p for p, a in zip(pairs, altered[run].tolist()) if a}
-        precisions[run] = evaluator.precision(res, changed=changed)
+        precisions[run] = evaluator.precision(res, altered=None if run == "base" else altered[run])
         if progress is not None:
             progress("evaluation", len(data.res_by_image) + k + 1, total)
     return _build_report(data, precisions, matched, pixels, float(min_iou), backend)
