@@ -460,6 +460,8 @@ def test_bad_models(base: nn.Module) -> None:
         ({"layer": 3}, TypeError, "layer must be None"),
         ({"layer": "roi_heads.mask_predictor.relu"}, ValueError, "pass criterion="),
         ({"criterion": lambda f, m: f.sum()}, TypeError, "criterion must be an nn.Module"),
+        ({"criterion": DenseContrastiveLoss(), "k": 16}, ValueError, r"k and tau.*k=16, tau=None"),
+        ({"criterion": DenseContrastiveLoss(), "tau": 0.1}, ValueError, r"k and tau.*k=None, tau=0.1"),
     ],
 )
 def test_bad_arguments(base: nn.Module, kwargs: dict[str, Any], error: type, match: str) -> None:

@@ -239,14 +239,23 @@ def _resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module
     return module
 
 
-def _build_criterion(criterion: nn.Module | None, layer: nn.Module, k: int, tau: float) -> nn.Module:
+def _build_criterion(
+    criterion: nn.Module | None, layer: nn.Module, k: int | None, tau: float | None
+) -> nn.Module:
     if criterion is not None:
         if not isinstance(criterion, nn.Module):
             raise TypeError(
                 "criterion must be an nn.Module called as criterion(feats, masks) -> scalar, or None; "
                 f"got {type(criterion).__name__}"
             )
+        if k is not None or tau is not None:
+            raise ValueError(
+                "k and tau configure the default criterion; with criterion= given, set them on it instead "
+                f"(got k={k!r}, tau={tau!r})"
+            )
         return criterion
+    k = 32 if k is None else k
+    tau = 0.07 if tau is None else tau
     channels = getattr(layer, "in_channels", None)
     if isinstance(channels, bool) or not isinstance(channels, int):
         raise ValueError(
@@ -432,8 +441,8 @@ def attach(
     criterion: nn.Module | None = None,
     *,
     weight: float = 1.2,
-    k: int = 32,
-    tau: float = 0.07,
+    k: int | None = None,
+    tau: float | None = None,
     layer: str | nn.Module | None = None,
     ignore_band: float | None = None,
 ) -> DenseContrastHandle:
@@ -452,8 +461,8 @@ def attach(
             (the learnable similarity). It becomes ``model.dense_contrast``, so the optimizer, the
             ``state_dict`` and DDP see its parameters.
         weight: λ, the factor of the loss in the dict. Default 1.2 (the paper's value).
-        k: samples per set for the default criterion (ignored when ``criterion`` is given).
-        tau: temperature for the default criterion (ignored when ``criterion`` is given).
+        k: samples per set for the default criterion. Default 32. Only with ``criterion=None``.
+        tau: temperature for the default criterion. Default 0.07. Only with ``criterion=None``.
         layer: dotted name or module inside ``model.roi_heads`` whose input is the per-RoI feature map,
             for custom predictors. Default ``roi_heads.mask_predictor.mask_fcn_logits``.
         ignore_band: mark RoI pixels whose soft ground truth lies within this distance of 0.5 as
@@ -464,8 +473,8 @@ def attach(
 
     Raises:
         TypeError: a wrapped, compiled or scripted model, or arguments of the wrong type.
-        ValueError: a model without a mask branch, an unknown ``layer``, bad values, or a model that
-            already has a ``dense_contrast`` submodule.
+        ValueError: a model without a mask branch, an unknown ``layer``, bad values, ``k`` or ``tau``
+            together with a ``criterion``, or a model that already has a ``dense_contrast`` submodule.
 
     Examples:
         >>> from torchvision.models.detection import maskrcnn_resnet50_fpn
