@@ -178,12 +178,7 @@ def _annotations(
         if ann_id in seen:
             raise ValueError(f"{where}: duplicate annotation id {ann_id}")
         seen.add(ann_id)
-        image_id = _as_int(ann["image_id"], where, "image_id")
-        category_id = _as_int(ann["category_id"], where, "category_id")
-        if image_id not in sizes:
-            raise ValueError(f"{where}: image_id {image_id} is not in gt['images']")
-        if category_id not in cat_ids:
-            raise ValueError(f"{where}: category_id {category_id} is not in gt['categories']")
+        image_id, category_id = _known_ids(ann, where, sizes, cat_ids)
         iscrowd = ann.get("iscrowd", 0)
         if iscrowd not in (0, 1):
             raise ValueError(f"{where}: iscrowd must be 0 or 1, got {iscrowd!r}")
@@ -203,6 +198,19 @@ def _annotations(
     return annotations
 
 
+def _known_ids(
+    entry: Mapping[str, Any], where: str, sizes: Mapping[int, tuple[int, int]], cat_ids: set[int]
+) -> tuple[int, int]:
+    """``(image_id, category_id)`` of an annotation or result, checked against the ground truth's ids."""
+    image_id = _as_int(entry["image_id"], where, "image_id")
+    category_id = _as_int(entry["category_id"], where, "category_id")
+    if image_id not in sizes:
+        raise ValueError(f"{where}: image_id {image_id} is not in gt['images']")
+    if category_id not in cat_ids:
+        raise ValueError(f"{where}: category_id {category_id} is not in gt['categories']")
+    return image_id, category_id
+
+
 def _results(results: Any, sizes: Mapping[int, tuple[int, int]], cat_ids: set[int]) -> list[dict[str, Any]]:
     if not isinstance(results, list):
         raise TypeError(
@@ -212,12 +220,7 @@ def _results(results: Any, sizes: Mapping[int, tuple[int, int]], cat_ids: set[in
     for i, res in enumerate(results):
         where = f"results[{i}]"
         _require(res, ("image_id", "category_id", "segmentation", "score"), where)
-        image_id = _as_int(res["image_id"], where, "image_id")
-        category_id = _as_int(res["category_id"], where, "category_id")
-        if image_id not in sizes:
-            raise ValueError(f"{where}: image_id {image_id} is not an image of gt")
-        if category_id not in cat_ids:
-            raise ValueError(f"{where}: category_id {category_id} is not a category of gt")
+        image_id, category_id = _known_ids(res, where, sizes, cat_ids)
         score = _as_finite(res["score"], where, "score")
         rle = to_rle(res["segmentation"], *sizes[image_id], where, polygons=False)
         out.append({"image_id": image_id, "category_id": category_id, "score": score, "segmentation": rle})
