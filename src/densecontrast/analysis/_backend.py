@@ -50,34 +50,33 @@ def _faster_eval_class() -> type:
     """A ``COCOeval_faster`` that can reuse a base evaluation's preparation (built on first use).
 
     faster-coco-eval's ``_prepare`` turns every mask of the ground truth and of the results into its
-    internal RLE on each evaluation. When ``reuse`` is set to ``(base, altered_ids)``, the subclass takes
-    the ground truth, and the RLEs of every result whose id is not in ``altered_ids``, from ``base``: a
-    finished evaluation of the same ground truth and of results with the same ids, images, categories and
-    scores. Only the altered results are prepared again. Without ``reuse`` it is ``COCOeval_faster``.
+    internal RLE on each evaluation. When ``reuse`` is set to ``(base, base_rle, altered_ids, sizes)``, the
+    subclass takes the ground truth from ``base`` (a finished evaluation of the same ground truth and of
+    results with the same ids, images, categories and scores) and the RLE of every result whose id is not
+    in ``altered_ids`` from ``base_rle`` (result id -> RLE); only the altered results are prepared again,
+    ``sizes`` giving their images' (H, W). Without ``reuse`` it is ``COCOeval_faster``.
     """
     from faster_coco_eval import COCOeval_faster
     from faster_coco_eval.core import mask as fce_mask
 
     class ReusingEval(COCOeval_faster):
-        reuse: tuple[Any, set[int]] | None = None
+        reuse: tuple[Any, dict[int, Any], set[int], dict[int, tuple[int, int]]] | None = None
 
         def _prepare(self) -> None:
             if self.reuse is None:
                 super()._prepare()
                 return
-            base, altered_ids = self.reuse
+            base, base_rle, altered_ids, sizes = self.reuse
             p = self.params
             self.gt_dataset = base.gt_dataset  # read-only from here on
             self.dt_dataset.clean()
             dts = self.cocoDt.loadAnns(self.cocoDt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds or None))
-            base_rle = base._dc_rle
             fresh = []
             for dt in dts:
                 if dt["id"] in altered_ids:
                     fresh.append(dt)
                 else:
                     dt["rle"] = base_rle[dt["id"]]
-            sizes = {dt["image_id"]: tuple(base._dc_sizes[dt["image_id"]]) for dt in fresh}
             fce_mask.calculateRleForAllAnnotations(
                 fresh, sizes, True, False, self.boundary_dilation_ratio, self.boundary_cpu_count
             )
@@ -130,6 +129,7 @@ class Evaluator:
         }
         self.gt = _coco(backend, gt)
         self._base: Any = None
+        self._base_rle: dict[int, Any] | None = None  # faster-coco-eval: result id -> its prepared RLE
 
     def precision(
         self, results: Sequence[dict[str, Any]], *, altered: np.ndarray | None = None
@@ -166,7 +166,8 @@ class Evaluator:
             ev.params.maxDets = [100]
             if base is not None:
                 assert altered is not None
-                changed = {(anns[i]["image_id"], anns[i]["category_id"]) for i in np.flatnonzero(altered)}
+                altered_idx = np.flatnonzero(altered).tolist()
+                changed = {(anns[i]["image_id"], anns[i]["category_id"]) for i in altered_idx}
                 base_ious = base.ious
                 compute = ev.computeIoU
 
@@ -175,15 +176,14 @@ class Evaluator:
                     return base_ious[pair] if pair in base_ious and pair not in changed else compute(*pair)
 
                 ev.computeIoU = compute_iou
-                if self.backend == "faster-coco-eval" and getattr(base, "_dc_rle", None) is not None:
-                    ev.reuse = (base, {i + 1 for i in np.flatnonzero(altered).tolist()})
+                if self._base_rle is not None:
+                    ev.reuse = (base, self._base_rle, {i + 1 for i in altered_idx}, self.sizes)
             ev.evaluate()
             ev.accumulate()
         if altered is None:
-            if self.backend == "faster-coco-eval" and _reusable(ev) and all("rle" in a for a in anns):
-                ev._dc_rle = {a["id"]: a["rle"] for a in anns}
-                ev._dc_sizes = self.sizes
             self._base = ev
+            reusable = self.backend == "faster-coco-eval" and _reusable(ev) and all("rle" in a for a in anns)
+            self._base_rle = {a["id"]: a["rle"] for a in anns} if reusable else None
         return np.asarray(ev.eval["precision"], dtype=np.float64)[:, :, :, 0, -1]
 
 
