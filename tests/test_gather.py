@@ -19,6 +19,10 @@ def naive_gather(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _layout(feats: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return feats.to(memory_format=torch.channels_last) if channels_last else feats
+
+
 @given(
     st.integers(0, 3),
     st.integers(1, 4),
@@ -29,19 +33,14 @@ def naive_gather(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 )
 def test_matches_naive_gather(r: int, c: int, h: int, w: int, n: int, channels_last: bool) -> None:
     g = torch.Generator().manual_seed(r * 1000 + c * 100 + h * 10 + w)
-    feats = torch.randn(r, c, h, w, generator=g, dtype=torch.float64)
-    if channels_last:
-        feats = feats.to(memory_format=torch.channels_last)
+    feats = _layout(torch.randn(r, c, h, w, generator=g, dtype=torch.float64), channels_last)
     index = torch.randint(h * w, (r, n), generator=g)
     assert torch.equal(gather_pixels(feats, index), naive_gather(feats, index))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_backward_sums_repeated_indices(channels_last: bool) -> None:
-    feats = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    if channels_last:
-        feats = feats.to(memory_format=torch.channels_last)
-    feats.requires_grad_(True)
+    feats = _layout(torch.randn(2, 3, 4, 4, dtype=torch.float64), channels_last).requires_grad_(True)
     index = torch.tensor([[5, 5, 5, 0], [15, 1, 15, 2]])
     gather_pixels(feats, index).sum().backward()
     expected = torch.zeros(2, 3, 16, dtype=torch.float64)
@@ -55,10 +54,7 @@ def test_backward_sums_repeated_indices(channels_last: bool) -> None:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_gradcheck(channels_last: bool) -> None:
-    feats = torch.randn(3, 4, 3, 5, dtype=torch.float64)
-    if channels_last:
-        feats = feats.to(memory_format=torch.channels_last)
-    feats.requires_grad_(True)
+    feats = _layout(torch.randn(3, 4, 3, 5, dtype=torch.float64), channels_last).requires_grad_(True)
     index = torch.tensor([[0, 14, 14, 3, 7], [2, 2, 2, 2, 2], [13, 1, 0, 1, 9]])
     assert torch.autograd.gradcheck(lambda f: gather_pixels(f, index), (feats,))
     assert torch.autograd.gradgradcheck(lambda f: gather_pixels(f, index), (feats,))
@@ -140,9 +136,7 @@ def test_bad_inputs(feats: object, index: object, error: type[Exception], match:
 def _passthrough_vs_plain(consume, channels_last: bool = False, create_graph: bool = False):
     """Gradients of consume(feats_out) + sum(rows^2), via the passthrough and via two plain consumers."""
     g = torch.Generator().manual_seed(0)
-    base = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
-    if channels_last:
-        base = base.to(memory_format=torch.channels_last)
+    base = _layout(torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64), channels_last)
     index = torch.tensor([[0, 24, 24, 3], [7, 7, 7, 7], [1, 2, 3, 4]])
     grads = []
     for passthrough in (True, False):
