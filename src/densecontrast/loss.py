@@ -29,10 +29,16 @@ from ._validation import (
     check_tensor,
     shape_str,
 )
-from .gather import gather_pixels
+from .gather import gather_pixels, gather_pixels_passthrough
 from .infonce import _info_nce_stacked, reduce_per_roi
 from .projection import ProjectionHead
 from .sampling import PixelSamples, sample_pixels
+
+
+DEFAULT_K = 32
+"""Samples per set (anchors, positives, negatives): the paper's ablation (Table 3)."""
+DEFAULT_TAU = 0.07
+"""Temperature: the paper's ablation (Table 4) and the released code."""
 
 
 def _check_inputs(feats: Tensor, masks: Tensor) -> None:
@@ -79,8 +85,8 @@ def dense_contrastive_loss(
     feats: Tensor,
     masks: Tensor,
     *,
-    k: int = 32,
-    tau: float = 0.07,
+    k: int = DEFAULT_K,
+    tau: float = DEFAULT_TAU,
     projector: nn.Module | None = None,
     replacement: bool = False,
     reduction: str = "mean",
@@ -189,8 +195,8 @@ class DenseContrastiveLoss(nn.Module):
 
     def __init__(
         self,
-        k: int = 32,
-        tau: float = 0.07,
+        k: int = DEFAULT_K,
+        tau: float = DEFAULT_TAU,
         *,
         in_channels: int | None = None,
         proj_channels: int = 256,
@@ -226,6 +232,40 @@ class DenseContrastiveLoss(nn.Module):
             samples=samples,
             generator=generator,
         )
+
+    def forward_passthrough(
+        self,
+        feats: Tensor,
+        masks: Tensor,
+        *,
+        samples: PixelSamples | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The loss, plus ``feats`` passed through for the one layer that reads them next.
+
+        For adapters that compute the loss where the features enter the mask head's next layer: feed
+        that layer the returned ``feats_out`` instead of ``feats``, and the backward adds the loss's
+        gradient into the layer's input gradient in place (one dense gradient of ``feats`` instead of
+        two). ``feats_out`` must feed exactly one operation whose backward returns a fresh gradient
+        (a convolution does); see :func:`~densecontrast.gather.gather_pixels_passthrough`.
+
+        Args:
+            feats: float tensor (R, C, H, W).
+            masks: tensor (R, H, W), as in :meth:`forward`.
+            samples: precomputed :class:`PixelSamples`, or None to sample.
+            generator: a ``torch.Generator`` for the sampler.
+
+        Returns:
+            ``(feats_out, loss)``: feats_out (R, C, H, W) equal to feats; loss as :meth:`forward`.
+        """
+        _check_inputs(feats, masks)
+        if samples is None:
+            samples = sample_pixels(masks, self.k, replacement=self.replacement, generator=generator)
+        else:
+            samples = _check_samples(samples, feats)
+        feats_out, rows = gather_pixels_passthrough(feats, sample_index(samples))
+        loss = loss_from_rows(rows, samples, tau=self.tau, projector=self.projector, reduction=self.reduction)
+        return feats_out, loss
 
     def extra_repr(self) -> str:
         return f"k={self.k}, tau={self.tau}, replacement={self.replacement}, reduction={self.reduction!r}"

@@ -26,9 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..gather import gather_pixels_passthrough
-from ..loss import DenseContrastiveLoss, loss_from_rows, sample_index
-from ..sampling import sample_pixels
+from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ..taps import FeatureTap, resolve_module
 
 try:
@@ -254,8 +252,8 @@ def _build_criterion(
                 f"(got k={k!r}, tau={tau!r})"
             )
         return criterion
-    k = 32 if k is None else k
-    tau = 0.07 if tau is None else tau
+    k = DEFAULT_K if k is None else k
+    tau = DEFAULT_TAU if tau is None else tau
     channels = getattr(layer, "in_channels", None)
     if isinstance(channels, bool) or not isinstance(channels, int):
         raise ValueError(
@@ -397,11 +395,7 @@ class DenseContrastHandle:
         feats = args[0]
         masks = self._roi_masks(feats, targets, proposals[1])
         crit = cast(DenseContrastiveLoss, self.criterion)
-        samples = sample_pixels(masks, crit.k, replacement=crit.replacement)
-        feats_out, rows = gather_pixels_passthrough(feats, sample_index(samples))
-        self._fast_loss = loss_from_rows(
-            rows, samples, tau=crit.tau, projector=crit.projector, reduction=crit.reduction
-        )
+        feats_out, self._fast_loss = crit.forward_passthrough(feats, masks)
         return (feats_out,)
 
     def _loss(self, feats: Tensor, targets: list[dict[str, Tensor]], proposals: list[Tensor]) -> Tensor:
