@@ -34,7 +34,6 @@ from .infonce import _info_nce_stacked, reduce_per_roi
 from .projection import ProjectionHead
 from .sampling import PixelSamples, sample_pixels
 
-
 DEFAULT_K = 32
 """Samples per set (anchors, positives, negatives): the paper's ablation (Table 3)."""
 DEFAULT_TAU = 0.07
