@@ -1,0 +1,462 @@
+"""Dense contrastive loss for Ultralytics YOLO-seg models, added with hooks only.
+
+Shapes: B images, N instances of the batch, G instances of an image, P prototypes (32), Hp x Wp the
+prototype maps (a quarter of the input), Hm x Wm Ultralytics' training masks (the input over
+``mask_ratio``), R RoIs, h x w the RoI grid (28 x 28 by default).
+
+YOLO-seg has no proposals and no per-RoI mask head: its mask branch is the ``Segment`` head's ``proto``
+module, whose output (B, P, Hp, Wp) are the prototype maps every instance mask is assembled from. As the
+paper does for the one-stage SparseInst, the loss runs on the ground-truth boxes cut out of those maps
+(:func:`~densecontrast.adapters.rois.gt_box_rois`). :func:`attach` registers the loss as
+``model.dense_contrast`` and three hooks:
+
+- a forward pre-hook on the model keeps the batch dict of a training call ``model(batch)`` (the call
+  Ultralytics' trainer makes; it runs the network and ``v8SegmentationLoss``);
+- a forward hook on ``model.model[-1].proto`` (or a forward pre-hook on ``proto.cv3`` with
+  ``features="proto_input"``) keeps the prototype maps of that call;
+- a forward hook on the model, always called, cuts the RoIs, evaluates the loss and appends it to the
+  criterion's loss vector and loss dict as ``dcl_loss``.
+
+Ultralytics' trainer rebuilds the model from its yaml, so hooks put on ``YOLO(...).model`` before
+``train()`` are lost: use :class:`DenseContrastSegmentationTrainer` (``YOLO(...).train(...,
+trainer=DenseContrastSegmentationTrainer)``), which attaches to the model it builds and keeps the loss out
+of the EMA copy that Ultralytics evaluates and saves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, cast
+
+import torch
+from torch import Tensor, nn
+
+from ..taps import FeatureTap
+from ._base import (
+    SUBMODULE_NAME,
+    AdapterHandle,
+    build_criterion,
+    check_eager_model,
+    check_ignore_band,
+    check_not_attached,
+    check_weight,
+    find_handle,
+    module_device,
+)
+from .rois import gt_box_rois
+
+try:
+    from ultralytics.engine.model import Model as _UltralyticsModel
+    from ultralytics.models.yolo.segment import SegmentationTrainer
+    from ultralytics.nn.modules.block import Proto
+    from ultralytics.utils import DEFAULT_CFG
+except ImportError as err:  # pragma: no cover - exercised only without ultralytics
+    raise ImportError(
+        "densecontrast.adapters.ultralytics needs ultralytics; install it with "
+        "`pip install 'densecontrast[ultralytics]'`"
+    ) from err
+
+__all__ = [
+    "LOSS_KEY",
+    "SUBMODULE_NAME",
+    "DenseContrastSegmentationTrainer",
+    "UltralyticsHandle",
+    "attach",
+    "batch_instances",
+    "get_handle",
+]
+
+LOSS_KEY = "dcl_loss"
+"""The name of the loss in Ultralytics' loss dict, progress bar and ``results.csv``."""
+Features = Literal["proto", "proto_input"]
+_FEATURES: tuple[str, ...] = ("proto", "proto_input")
+_DEFAULT_SEG_GAIN = 7.5  # Ultralytics' default `box` gain, which also scales seg_loss
+
+
+def _get(args: Any, name: str, default: Any) -> Any:
+    """A training argument from ``model.args`` (a namespace or a dict), or ``default``."""
+    if isinstance(args, Mapping):
+        return args.get(name, default)
+    return getattr(args, name, default)
+
+
+def batch_instances(
+    batch: Mapping[str, Any], num_images: int, *, overlap_mask: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-image instance masks and boxes from the batch dict Ultralytics builds for segmentation.
+
+    Args:
+        batch: with ``"masks"`` ((B, Hm, Wm) index maps when ``overlap_mask``, where instance j of an
+            image is ``mask == j + 1``; else (N, Hm, Wm), one per instance), ``"bboxes"`` (N, 4)
+            normalised (cx, cy, w, h) and ``"batch_idx"`` (N,), the image of each instance. Instances of
+            an image appear in the batch in the order of their index in the map.
+        num_images: B.
+        overlap_mask: the trainer's ``overlap_mask`` setting, which decides the layout of ``"masks"``.
+
+    Returns:
+        ``(masks, boxes)``: B bool tensors (G, Hm, Wm) and B float tensors (G, 4), boxes as
+        ``(x1, y1, x2, y2)`` in mask pixels (the normalised boxes scaled to Hm x Wm).
+
+    Raises:
+        ValueError: a batch whose masks do not fit ``overlap_mask`` or ``batch_idx``.
+    """
+    for key in ("masks", "bboxes", "batch_idx"):
+        if key not in batch:
+            raise ValueError(f"the batch has no {key!r}; densecontrast needs Ultralytics' segmentation batch")
+    masks, bboxes = batch["masks"], batch["bboxes"]
+    batch_idx = batch["batch_idx"].reshape(-1).long()
+    if bboxes.shape[0] != batch_idx.shape[0]:
+        raise ValueError(
+            f"batch['bboxes'] {tuple(bboxes.shape)} and batch['batch_idx'] {tuple(batch_idx.shape)} disagree"
+        )
+    hm, wm = masks.shape[-2:]
+    if overlap_mask and masks.shape[0] != num_images:
+        raise ValueError(
+            f"overlap_mask=True expects one index map per image, (B, Hm, Wm) with B = {num_images}; got "
+            f"batch['masks'] {tuple(masks.shape)}. Is the trainer's overlap_mask setting the one the "
+            "batch was built with?"
+        )
+    if not overlap_mask and masks.shape[0] != batch_idx.shape[0]:
+        raise ValueError(
+            f"overlap_mask=False expects one mask per instance, (N, Hm, Wm) with N = {batch_idx.shape[0]}; "
+            f"got batch['masks'] {tuple(masks.shape)}"
+        )
+    cxcy, wh = bboxes[:, :2].float(), bboxes[:, 2:].float()
+    scale = bboxes.new_tensor([wm, hm], dtype=torch.float32)
+    xyxy = torch.cat([(cxcy - wh / 2) * scale, (cxcy + wh / 2) * scale], dim=1)
+    counts = torch.bincount(batch_idx, minlength=num_images).tolist()  # host sync: instances per image
+    if len(counts) > num_images:
+        raise ValueError(
+            f"batch['batch_idx'] refers to image {len(counts) - 1} but the batch has {num_images}"
+        )
+    out_masks, out_boxes = [], []
+    for b, count in enumerate(counts):
+        rows = (batch_idx == b).nonzero()[:, 0]
+        out_boxes.append(xyxy[rows])
+        if overlap_mask:  # the image's instances, in batch order, are the values 1..count of its map
+            index = torch.arange(1, count + 1, device=masks.device)
+            out_masks.append(masks[b][None] == index[:, None, None])
+        else:
+            out_masks.append(masks[rows] > 0.5)
+    return out_masks, out_boxes
+
+
+class UltralyticsHandle(AdapterHandle):
+    """What :func:`attach` returns: owns the hooks and the loss submodule, and takes them away again.
+
+    Attributes:
+        model: the ``SegmentationModel``.
+        criterion: the loss module (also ``model.dense_contrast``).
+        weight: λ; the loss vector gets ``weight * box_gain * L * batch_size`` (see :func:`attach`).
+        features: ``"proto"`` or ``"proto_input"``.
+        output_size: the RoI grid (h, w).
+        margin: the box margin (see :func:`~densecontrast.adapters.rois.gt_box_rois`).
+        ignore_band: see :func:`~densecontrast.adapters.rois.gt_box_rois`.
+        overlap_mask: the masks' layout, or None to read ``model.args.overlap_mask`` at every step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        *,
+        weight: float,
+        features: Features,
+        output_size: tuple[int, int],
+        margin: float,
+        ignore_band: float | None,
+        overlap_mask: bool | None,
+    ) -> None:
+        super().__init__(model, criterion, weight=weight)
+        self.features = features
+        self.output_size = output_size
+        self.margin = margin
+        self.ignore_band = ignore_band
+        self.overlap_mask = overlap_mask
+        self._batch: Mapping[str, Any] | None = None
+        proto = _proto(model)
+        if features == "proto":
+            self._tap = FeatureTap(proto, what="output", training_only=True)
+        else:
+            self._tap = FeatureTap(cast(nn.Module, proto.cv3), what="input", training_only=True)
+        self._add_hook(model.register_forward_pre_hook(self._on_model_input))
+        self._add_hook(model.register_forward_hook(self._on_model_output, always_call=True))
+
+    def remove(self) -> None:
+        """Remove every hook, the ``dense_contrast`` submodule and any captured value. Idempotent."""
+        super().remove()
+        self._tap.remove()
+
+    def _repr_fields(self) -> list[str]:
+        return [
+            f"weight={self.weight}",
+            f"features={self.features!r}",
+            f"output_size={self.output_size}",
+            f"margin={self.margin}",
+        ]
+
+    def _clear(self) -> None:
+        self._batch = None
+        self._tap.clear()
+
+    def _on_model_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        # model(batch) runs model.loss(batch), which calls model(batch["img"]) inside: only the outer
+        # call (a dict) starts a step; the inner one (a tensor) must not drop what the step captures.
+        if args and isinstance(args[0], Mapping):
+            self._clear()
+            if module.training:
+                self._batch = args[0]
+
+    def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if not args or not isinstance(args[0], Mapping):
+            return None  # the inner call on the images
+        batch, protos = self._batch, self._tap.peek()
+        self._clear()  # on every exit path, also when the step raised (output is None then)
+        if output is None or batch is None or not module.training:
+            return None
+        if protos is None:
+            raise RuntimeError(
+                "densecontrast: a training call model(batch) ran but the Segment head's prototypes were not "
+                "captured; is model.model[-1] the Segment head that produced the masks?"
+            )
+        if isinstance(protos, (tuple, list)):  # YOLO26's Proto26 returns (prototypes, semantic logits)
+            protos = protos[0]
+        loss_vec, items = output
+        loss = self._loss(module, protos, batch)
+        term = self.weight * _get(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN) * loss
+        num_images = protos.shape[0]
+        loss_vec = torch.cat([loss_vec, (term * num_images).reshape(1).to(loss_vec.dtype)])
+        return loss_vec, {**items, LOSS_KEY: term.detach()}
+
+    def _loss(self, model: nn.Module, protos: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        overlap = self.overlap_mask
+        if overlap is None:
+            overlap = bool(_get(getattr(model, "args", None), "overlap_mask", True))
+        masks, boxes = batch_instances(
+            {k: batch[k].to(protos.device) for k in ("masks", "bboxes", "batch_idx")},
+            protos.shape[0],
+            overlap_mask=overlap,
+        )
+        rois = gt_box_rois(
+            protos,
+            masks,
+            boxes,
+            output_size=self.output_size,
+            margin=self.margin,
+            ignore_band=self.ignore_band,
+        )
+        return self.criterion(rois.feats, rois.masks)
+
+
+def _proto(model: nn.Module) -> nn.Module:
+    """The ``proto`` module of the model's last layer, the Segment head (checked by :func:`_check_model`)."""
+    return cast(nn.Module, cast(Any, model).model[-1].proto)
+
+
+def _check_model(model: object) -> nn.Module:
+    if isinstance(model, _UltralyticsModel):
+        raise TypeError(
+            f"model is an Ultralytics {type(model).__name__} wrapper; its trainer rebuilds the network, so "
+            "hooks on it would be lost in train(). Use YOLO(...).train(..., "
+            "trainer=DenseContrastSegmentationTrainer), or attach(yolo.model) for your own training loop"
+        )
+    model = check_eager_model(model, "an Ultralytics SegmentationModel")
+    layers = getattr(model, "model", None)
+    if not isinstance(layers, nn.Sequential) or len(layers) == 0:
+        raise ValueError(
+            f"model ({type(model).__name__}) is not an Ultralytics YOLO model (no model.model layer list); "
+            "attach expects a SegmentationModel such as YOLO('yolo11n-seg.yaml').model"
+        )
+    head = layers[-1]
+    proto = getattr(head, "proto", None)
+    if not isinstance(proto, Proto):
+        raise ValueError(
+            f"the model's head ({type(head).__name__}) has no prototype module (proto): a detection-only "
+            "model? The dense contrastive loss needs a YOLO-seg model with a Segment head (e.g. "
+            "yolo11n-seg.yaml)"
+        )
+    return model
+
+
+def get_handle(model: nn.Module) -> UltralyticsHandle | None:
+    """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
+    return find_handle(model, UltralyticsHandle)
+
+
+def attach(
+    model: nn.Module,
+    criterion: nn.Module | None = None,
+    *,
+    weight: float = 1.2,
+    k: int | None = None,
+    tau: float | None = None,
+    features: Features = "proto",
+    output_size: int | tuple[int, int] = 28,
+    margin: float = 0.0,
+    ignore_band: float | None = None,
+    overlap_mask: bool | None = None,
+) -> UltralyticsHandle:
+    """Add the dense contrastive loss to an Ultralytics YOLO-seg model as ``dcl_loss``.
+
+    In training, ``model(batch)`` (what Ultralytics' trainer calls) returns the criterion's loss vector
+    with one more entry, ``weight * box * L * B``, and its loss dict with ``dcl_loss = weight * box * L``:
+    ``L = criterion(feats, masks)`` on the ground-truth boxes of the batch cut out of the prototype maps,
+    ``box`` Ultralytics' gain of the box and segmentation losses (``model.args.box``, 7.5 by default) and
+    B the batch size, the same scaling Ultralytics gives ``seg_loss``. So ``weight`` is the paper's λ
+    relative to the mask loss: the paper's 1.2 is ``weight=1.2``. Eval mode and ``model(images)`` are
+    untouched.
+
+    For ``YOLO(...).train()`` use :class:`DenseContrastSegmentationTrainer` instead: Ultralytics' trainer
+    builds its own model.
+
+    Args:
+        model: an Ultralytics ``SegmentationModel`` (``YOLO("yolo11n-seg.yaml").model``), eager, unwrapped.
+        criterion: the loss module, called as ``criterion(feats, masks) -> scalar``; default
+            ``DenseContrastiveLoss(k, tau, in_channels=C)`` with C the channels of ``features`` (32
+            prototypes). It becomes ``model.dense_contrast``.
+        weight: λ, relative to the segmentation loss before Ultralytics' ``box`` gain. Default 1.2.
+        k: samples per set for the default criterion. Default 32.
+        tau: temperature for the default criterion. Default 0.07.
+        features: ``"proto"`` (the prototype maps, the mask branch's output) or ``"proto_input"`` (the
+            input of the Proto module's last 1x1 convolution, ``proto.cv3``: wider, before the final
+            projection to the prototypes).
+        output_size: the RoI grid. Default 28 (28 x 28).
+        margin: enlarge each ground-truth box by this fraction of its size on every side, so objects
+            that fill their box still have negatives. Default 0 (the paper).
+        ignore_band: mark RoI pixels whose soft mask lies within this distance of 0.5 as ignored.
+        overlap_mask: the layout of ``batch["masks"]``; None (default) reads ``model.args.overlap_mask``
+            at every step (the trainer's setting; True when absent).
+
+    Returns:
+        An :class:`UltralyticsHandle`; ``handle.remove()`` restores the model.
+
+    Raises:
+        TypeError: a ``YOLO`` wrapper, a compiled, scripted or data-parallel model, or wrong types.
+        ValueError: a model without a Segment head (detection-only), bad values, or attaching twice.
+
+    Examples:
+        >>> from ultralytics.nn.tasks import SegmentationModel
+        >>> model = SegmentationModel("yolov8n-seg.yaml", nc=2, verbose=False)
+        >>> handle = attach(model)
+        >>> model.dense_contrast.projector.in_channels
+        32
+        >>> handle.remove()
+        >>> hasattr(model, "dense_contrast")
+        False
+    """
+    model = _check_model(model)
+    weight = check_weight(weight)
+    band = check_ignore_band(ignore_band)
+    if features not in _FEATURES:
+        raise ValueError(f"features must be one of {_FEATURES}; got {features!r}")
+    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < float("inf")):
+        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        raise ValueError(f"output_size must be a positive int or a pair (h, w) of them; got {output_size!r}")
+    if overlap_mask is not None and not isinstance(overlap_mask, bool):
+        raise TypeError(f"overlap_mask must be None or a bool; got {type(overlap_mask).__name__}")
+    check_not_attached(model, "densecontrast.adapters.ultralytics")
+    proto = _proto(model)
+    last_conv = getattr(getattr(proto, "cv3", None), "conv", None)  # Proto's final 1x1 convolution
+    channels = getattr(last_conv, "in_channels" if features == "proto_input" else "out_channels", None)
+    crit = build_criterion(
+        criterion, channels, k, tau, where=f"the {features} features", device=module_device(proto)
+    )
+    return UltralyticsHandle(
+        model,
+        crit,
+        weight=weight,
+        features=features,
+        output_size=(int(size[0]), int(size[1])),
+        margin=float(margin),
+        ignore_band=band,
+        overlap_mask=overlap_mask,
+    )
+
+
+class DenseContrastSegmentationTrainer(SegmentationTrainer):
+    """Ultralytics' ``SegmentationTrainer`` with the dense contrastive loss attached to its model.
+
+    Use it as ``YOLO("yolo11n-seg.yaml").train(data=..., trainer=DenseContrastSegmentationTrainer)``:
+    ``dcl_loss`` then shows in the progress bar and in ``results.csv`` (``train/dcl_loss``; validation
+    does not compute it, so ``val/dcl_loss`` reads 0). The options are class attributes; set them on a
+    subclass, or get one from :meth:`with_options`:
+
+    - ``dcl_weight`` (1.2), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07), ``dcl_features``
+      (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
+      :func:`attach`.
+
+    The model built by :meth:`get_model` gets the loss; the EMA copy that Ultralytics validates and saves
+    in ``last.pt``/``best.pt`` does not (no hooks, no ``dense_contrast`` submodule), so checkpoints load
+    in plain Ultralytics without densecontrast. The projection head is a training-only part and is not in
+    the checkpoints: a resumed run starts it afresh.
+
+    Raises:
+        ValueError: ``compile=True`` (Ultralytics then calls the network and the loss separately, which
+            the hooks cannot see).
+    """
+
+    dcl_weight: ClassVar[float] = 1.2
+    dcl_k: ClassVar[int | None] = None
+    dcl_tau: ClassVar[float | None] = None
+    dcl_features: ClassVar[Features] = "proto"
+    dcl_output_size: ClassVar[int | tuple[int, int]] = 28
+    dcl_margin: ClassVar[float] = 0.0
+    dcl_ignore_band: ClassVar[float | None] = None
+
+    def __init__(
+        self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: Any = None
+    ) -> None:
+        super().__init__(cfg, overrides, _callbacks)
+        if self.args.compile:
+            raise ValueError(
+                f"compile={self.args.compile!r} is not supported with the dense contrastive loss: with it "
+                "Ultralytics calls the network and the loss separately, so the loss would silently be "
+                "missing. Train with compile=False"
+            )
+
+    @classmethod
+    def with_options(cls, **options: Any) -> type[DenseContrastSegmentationTrainer]:
+        """A subclass with other options, e.g. ``with_options(weight=2.0, margin=0.1)``.
+
+        Keys are :func:`attach`'s keyword names (``weight``, ``k``, ``tau``, ``features``,
+        ``output_size``, ``margin``, ``ignore_band``). For multi-GPU training (Ultralytics re-imports the
+        trainer class in each process), define the subclass in an importable module instead.
+        """
+        known = {"weight", "k", "tau", "features", "output_size", "margin", "ignore_band"}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}; expected some of {sorted(known)}")
+        attrs = {f"dcl_{name}": value for name, value in options.items()}
+        return cast(type[DenseContrastSegmentationTrainer], type(cls.__name__, (cls,), attrs))
+
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
+        """Ultralytics' segmentation model, with the dense contrastive loss attached."""
+        model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        attach(
+            model,
+            weight=self.dcl_weight,
+            k=self.dcl_k,
+            tau=self.dcl_tau,
+            features=self.dcl_features,
+            output_size=self.dcl_output_size,
+            margin=self.dcl_margin,
+            ignore_band=self.dcl_ignore_band,
+        )
+        return model
+
+    # Ultralytics builds its EMA as a deep copy of the model, which would carry the hooks and the loss
+    # into the validated model and into every checkpoint. Whenever an EMA is set, strip them from it.
+    @property
+    def ema(self) -> Any:
+        return self.__dict__.get("_dcl_ema")
+
+    @ema.setter
+    def ema(self, value: Any) -> None:
+        copy = getattr(value, "ema", None)
+        if isinstance(copy, nn.Module):
+            handle = get_handle(copy)
+            if handle is not None:
+                handle.remove()
+        self.__dict__["_dcl_ema"] = value
