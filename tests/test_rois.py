@@ -291,3 +291,14 @@ _F, _M = torch.zeros(1, 2, 4, 4), torch.zeros(2, 16, 16)
 def test_bad_inputs(args: tuple, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         gt_box_rois(*args, **kwargs)
+
+
+def test_on_every_device_equals_the_cpu_result(device: str) -> None:
+    masks = _scene(3)
+    feats = torch.randn(2, 4, 12, 16)
+    expected = gt_box_rois(feats, masks, output_size=9, margin=0.2)
+    got = gt_box_rois(feats.to(device), [m.to(device) for m in masks], output_size=9, margin=0.2)
+    assert got.feats.device.type == device and got.masks.device.type == device
+    torch.testing.assert_close(got.feats.cpu(), expected.feats, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.masks.cpu(), expected.masks)
+    assert torch.equal(got.instance_idx.cpu(), expected.instance_idx)
