@@ -1,4 +1,4 @@
-"""Train torchvision's Mask R-CNN (R50-FPN) with the dense contrastive loss on a COCO-format folder.
+"""Train torchvision's Mask R-CNN (R50-FPN by default) with the dense contrastive loss on a COCO folder.
 
 The folder holds ``images/`` and ``annotations.json`` (COCO instances; polygon or RLE segmentations), for
 example one written by ``densecontrast.datasets.SyntheticInstances(...).export_coco(root)``.
@@ -30,7 +30,8 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, read_image
-from torchvision.models.detection import maskrcnn_resnet50_fpn
+from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from tqdm import tqdm
 
 from densecontrast.adapters.torchvision import attach
@@ -112,6 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--warmup", type=int, default=500, help="linear warm-up steps")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument(
+        "--backbone", default="resnet50", choices=("resnet50", "resnet18", "resnet34", "resnet101"),
+        help="ResNet-FPN backbone (resnet50: torchvision's maskrcnn_resnet50_fpn)",
+    )  # fmt: skip
     p.add_argument("--weights-backbone", default=None, help='e.g. "IMAGENET1K_V1" (downloads weights)')
     p.add_argument("--resume", type=pathlib.Path, default=None, help="checkpoint to continue from")
     p.add_argument("--seed", type=int, default=0)
@@ -119,14 +124,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    model = maskrcnn_resnet50_fpn(
-        weights=None,
-        weights_backbone=args.weights_backbone,
-        num_classes=num_classes,
-        min_size=args.image_size,
-        max_size=math.ceil(args.image_size * 1333 / 800),
-        box_batch_size_per_image=args.rois_per_image,
-    )
+    sizes = {
+        "min_size": args.image_size,
+        "max_size": math.ceil(args.image_size * 1333 / 800),
+        "box_batch_size_per_image": args.rois_per_image,
+    }
+    if args.backbone == "resnet50":
+        model = maskrcnn_resnet50_fpn(
+            weights=None, weights_backbone=args.weights_backbone, num_classes=num_classes, **sizes
+        )
+    else:  # the same Mask R-CNN on a smaller ResNet-FPN (for quick runs)
+        backbone = resnet_fpn_backbone(
+            backbone_name=args.backbone, weights=args.weights_backbone, trainable_layers=3
+        )
+        model = MaskRCNN(backbone, num_classes=num_classes, **sizes)
     # Attach before moving, wrapping (DDP) or compiling, and before building the optimizer: the loss's
     # projection head becomes model.dense_contrast and travels with the model.
     if args.weight > 0:

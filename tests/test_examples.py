@@ -46,6 +46,7 @@ def test_train_torchvision_maskrcnn_two_steps(tmp_path: pathlib.Path) -> None:
         "--workers", "0",
         "--lr", "0.001",
         "--rois-per-image", "32",
+        "--backbone", "resnet18",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
