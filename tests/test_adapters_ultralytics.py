@@ -225,6 +225,22 @@ def test_boxes_are_scaled_from_normalised_form_for_any_mask_ratio(data_yaml: pat
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
 
 
+def test_multi_scale_images_with_masks_at_the_trained_size(batches: dict[bool, dict[str, Any]]) -> None:
+    """Multi-scale training resizes the images (so the prototypes) but not the masks: the RoI masks stay
+    the same, the prototypes' stride over the masks changes, and the loss runs."""
+    batch = dict(batches[True])
+    batch["img"] = torch.nn.functional.interpolate(batch["img"], size=(96, 96), mode="bilinear")
+    model = _seg_model().train()
+    attach(model)
+    masks_seen: list[Tensor] = []
+    original = model.dense_contrast.forward
+    model.dense_contrast.forward = lambda f, m: (masks_seen.append(m), original(f, m))[1]
+    _, items = model(batch)
+    assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
+    masks, boxes = batch_instances(batches[True], 4, overlap_mask=True)
+    assert torch.equal(masks_seen[0], gt_box_rois(torch.zeros(4, 1, 24, 24), masks, boxes).masks)
+
+
 def test_batch_instances_rejects_a_mismatched_layout(batches: dict[bool, dict[str, Any]]) -> None:
     with pytest.raises(ValueError, match=r"overlap_mask=True expects one index map per image"):
         batch_instances(batches[False], 4, overlap_mask=True)
@@ -297,9 +313,11 @@ def test_proto_input_features(batches: dict[bool, dict[str, Any]]) -> None:
     assert "features='proto_input'" in repr(handle)
 
 
-def test_yolo26_two_output_prototype_head(batches: dict[bool, dict[str, Any]]) -> None:
-    """YOLO26's Proto26 returns (prototypes, semantic logits) in training: the loss takes the former."""
-    model = _seg_model("yolo26n-seg.yaml").train()
+@pytest.mark.parametrize("yaml", ["yolo11n-seg.yaml", "yolo26n-seg.yaml"])
+def test_other_yolo_seg_generations(yaml: str, batches: dict[bool, dict[str, Any]]) -> None:
+    """YOLO11-seg, and YOLO26-seg whose Proto26 returns (prototypes, semantic logits) in training: the
+    loss takes the prototypes."""
+    model = _seg_model(yaml).train()
     attach(model)
     loss, items = model(batches[True])
     assert LOSS_KEY in items and torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
