@@ -1,12 +1,16 @@
 """Tests of densecontrast.adapters.torchvision on real (randomly initialised) torchvision Mask R-CNN models.
 
-Models are small-input R50-FPN (64 x 80 images, few proposals) with the ResNet body frozen so that a
-training step stays cheap on CPU; the heads, FPN and the DCL projector train.
+The models are torchvision's ``MaskRCNN`` with every standard part, made narrow (``tests/_models.py``:
+32-channel FPN and mask head) and fed 64 x 80 images with few proposals, so a training step is cheap on
+CPU. One test runs the standard ResNet-50 FPN model and checks the recomputed mask targets against
+torchvision's own mask loss bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -15,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 tv_detection = pytest.importorskip("torchvision.models.detection")
+
+from _models import TINY_CHANNELS, tiny_maskrcnn  # noqa: E402
 
 from densecontrast import DenseContrastiveLoss  # noqa: E402
 from densecontrast.adapters.torchvision import (  # noqa: E402
@@ -106,11 +112,7 @@ def _hook_free(model: nn.Module) -> bool:
 @pytest.fixture(scope="module")
 def base() -> nn.Module:
     torch.manual_seed(0)
-    model = tv_detection.maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **SMALL
-    )
-    model.backbone.body.requires_grad_(False)
-    return model
+    return tiny_maskrcnn(NUM_CLASSES, **SMALL)
 
 
 @pytest.fixture
@@ -118,10 +120,8 @@ def fresh(base: nn.Module) -> nn.Module:
     return copy.deepcopy(base).train()
 
 
-@pytest.fixture(scope="module")
-def step(base: nn.Module) -> dict[str, Any]:
-    """One training step of an attached model, with torchvision's own inputs and logits tapped."""
-    model = copy.deepcopy(base).train()
+def _tapped_step(model: nn.Module) -> dict[str, Any]:
+    """One training step of ``model`` attached, with torchvision's own inputs and logits tapped."""
     handle = attach(model)
     images, targets = _batch()
     with (
@@ -140,6 +140,11 @@ def step(base: nn.Module) -> dict[str, Any]:
         "proposals": pool_args[1],
         "logits": logits,
     }
+
+
+@pytest.fixture(scope="module")
+def step(base: nn.Module) -> dict[str, Any]:
+    return _tapped_step(copy.deepcopy(base).train())
 
 
 # ---------------------------------------------------------------- helpers: matching and mask targets
@@ -210,7 +215,7 @@ def test_default_criterion_is_a_learnable_dcl_submodule(step: dict[str, Any]) ->
     crit = getattr(model, SUBMODULE_NAME)
     assert crit is handle.criterion and isinstance(crit, DenseContrastiveLoss)
     assert (crit.k, crit.tau, handle.weight) == (32, 0.07, 1.2)
-    assert crit.projector is not None and crit.projector.in_channels == 256
+    assert crit.projector is not None and crit.projector.in_channels == TINY_CHANNELS
     names = {n for n, _ in model.named_parameters()}
     assert {f"{SUBMODULE_NAME}.projector.fc1.weight", f"{SUBMODULE_NAME}.projector.fc2.bias"} <= names
     assert get_handle(model) is handle
@@ -230,13 +235,33 @@ def test_gradients_of_loss_dcl_reach_mask_head_and_projector(step: dict[str, Any
     assert all(p.grad is None for p in model.roi_heads.mask_predictor.mask_fcn_logits.parameters())
 
 
-def test_recomputed_targets_reproduce_torchvision_mask_loss(step: dict[str, Any]) -> None:
+def _assert_targets_reproduce_mask_loss(step: dict[str, Any]) -> None:
     logits = step["logits"]
     soft, labels = positive_mask_targets(step["targets"], step["proposals"], tuple(logits.shape[-2:]))
     assert soft.shape == (logits.shape[0], 28, 28) and logits.shape[0] >= 5
     assert set(labels.tolist()) == {1, 2, 3}
     ours = F.binary_cross_entropy_with_logits(logits[torch.arange(labels.shape[0]), labels], soft)
     torch.testing.assert_close(ours, step["losses"]["loss_mask"], rtol=0, atol=0)
+
+
+def test_recomputed_targets_reproduce_torchvision_mask_loss(step: dict[str, Any]) -> None:
+    _assert_targets_reproduce_mask_loss(step)
+
+
+@pytest.mark.slow
+def test_resnet50_fpn_step_bit_exact() -> None:
+    """The standard R50-FPN model (the one bit-exact test on it): the default criterion reads its 256
+    channels, loss_dcl is finite, and the recomputed targets give torchvision's loss_mask exactly."""
+    torch.manual_seed(0)
+    model = tv_detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **SMALL
+    )
+    model.backbone.body.requires_grad_(False)
+    step = _tapped_step(model.train())
+    assert model.dense_contrast.projector.in_channels == 256
+    assert set(step["losses"]) == BASE_LOSSES | {LOSS_KEY} and torch.isfinite(step["losses"][LOSS_KEY])
+    _assert_targets_reproduce_mask_loss(step)
+    assert all(p.grad is not None for p in model.dense_contrast.parameters())
 
 
 def test_captures_are_cleared_after_the_step(step: dict[str, Any]) -> None:
@@ -365,7 +390,7 @@ def test_custom_criterion_gets_feats_and_thresholded_masks(fresh: nn.Module) -> 
     (feats, masks), *rest = recorder.seen
     assert not rest
     assert torch.equal(feats, feats_ref.detach()) and (feats >= 0).all()
-    assert feats.shape == (sum(len(p) for p in proposals), 256, 28, 28)
+    assert feats.shape == (sum(len(p) for p in proposals), TINY_CHANNELS, 28, 28)
     assert torch.equal(masks, masks_from_soft(soft, ignore_band=0.2))
     assert (masks == -1).any() and (masks == 1).any() and (masks == 0).any()
     torch.testing.assert_close(losses[LOSS_KEY], 0.5 * feats.float().pow(2).mean())
@@ -378,7 +403,7 @@ class _CustomPredictor(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(256, 32, 2, 2)
+        self.up = nn.ConvTranspose2d(TINY_CHANNELS, 32, 2, 2)
         self.logits = nn.Conv2d(32, NUM_CLASSES, 1)
         self.spare = nn.Conv2d(32, 32, 1)
 
@@ -416,6 +441,43 @@ def test_an_interrupted_step_leaves_no_captures(fresh: nn.Module) -> None:
         fresh(images, targets)
     assert handle._targets is None
     assert not handle._proposal_tap.captured and not handle._feature_tap.captured
+
+
+def test_an_exception_after_the_predictor_releases_the_step_graph(fresh: nn.Module) -> None:
+    """The fast path computes the loss in the predictor's pre-hook; when the step then raises (an OOM, a
+    bad target), the handle must not keep that loss, and with it the step's graph, alive."""
+    handle = attach(fresh)
+    crit = fresh.dense_contrast
+    losses_seen: list[weakref.ref[Tensor]] = []
+    passthrough = crit.forward_passthrough
+
+    def recording_passthrough(feats: Tensor, masks: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        feats_out, loss = passthrough(feats, masks, **kwargs)
+        losses_seen.append(weakref.ref(loss))
+        return feats_out, loss
+
+    crit.forward_passthrough = recording_passthrough  # an instance attribute: the class stays exact
+
+    def explode(module: nn.Module, args: Any, output: Any) -> None:
+        raise RuntimeError("out of memory (simulated)")
+
+    boom = fresh.roi_heads.mask_predictor.mask_fcn_logits.register_forward_hook(explode)
+    images, targets = _batch()
+    try:
+        fresh(images, targets)
+    except RuntimeError as err:
+        assert "simulated" in str(err)
+    else:  # pragma: no cover
+        pytest.fail("the forced exception did not propagate")
+    boom.remove()
+    gc.collect()
+    assert len(losses_seen) == 1, "the fast path did not run: the test would prove nothing"
+    assert losses_seen[0]() is None, "the interrupted step's loss (and its graph) is still referenced"
+    assert handle._fast_loss is None and handle._targets is None
+    assert not handle._proposal_tap.captured and not handle._feature_tap.captured
+    # The next step runs normally.
+    del crit.forward_passthrough
+    assert torch.isfinite(fresh(images, targets)[LOSS_KEY])
 
 
 # ---------------------------------------------------------------- bad arguments
@@ -490,7 +552,7 @@ def test_in_place_gradient_path_equals_the_generic_path(base: nn.Module) -> None
     for criterion_cls in (DenseContrastiveLoss, _GenericPathLoss):
         model = copy.deepcopy(base).train()
         torch.manual_seed(7)
-        criterion = criterion_cls(k=32, tau=0.07, in_channels=256)
+        criterion = criterion_cls(k=32, tau=0.07, in_channels=TINY_CHANNELS)
         attach(model, criterion)
         images, targets = _batch()
         torch.manual_seed(3)

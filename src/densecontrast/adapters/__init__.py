@@ -5,4 +5,11 @@ torch-only:
 
 - :mod:`densecontrast.adapters.torchvision`: torchvision's Mask R-CNN (``attach(model)`` adds
   ``losses["loss_dcl"]``).
+- :mod:`densecontrast.adapters.ultralytics`: Ultralytics YOLO-seg (a trainer class, or ``attach(model)``
+  for your own loop; the loss appears as ``dcl_loss``).
+- :mod:`densecontrast.adapters.rois`: ground-truth boxes as RoIs on any dense mask-feature map
+  (:func:`~densecontrast.adapters.rois.gt_box_rois`), for models without proposals.
+
+The framework-neutral parts (the handle's lifecycle, argument checks, the default criterion, mask
+targets) live in the private modules ``_base`` and ``_targets``.
 """

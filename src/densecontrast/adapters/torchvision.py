@@ -18,16 +18,26 @@ Nothing else in the model changes: in eval mode the hooks capture nothing and re
 
 from __future__ import annotations
 
-import math
-from types import TracebackType
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
-from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
+from ..loss import DenseContrastiveLoss
 from ..taps import FeatureTap, resolve_module
+from ._base import (
+    SUBMODULE_NAME,
+    AdapterHandle,
+    build_criterion,
+    check_eager_model,
+    check_ignore_band,
+    check_not_attached,
+    check_weight,
+    find_handle,
+    is_library_loss,
+    module_device,
+)
+from ._targets import masks_from_soft
 
 try:
     from torchvision.ops import box_iou, roi_align
@@ -50,9 +60,6 @@ __all__ = [
 ]
 
 LOSS_KEY = "loss_dcl"
-SUBMODULE_NAME = "dense_contrast"
-_HANDLE_ATTR = "_densecontrast_handle"
-_DEFAULT_LAYER = "roi_heads.mask_predictor.mask_fcn_logits"
 
 
 def match_positives(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
@@ -131,49 +138,8 @@ def positive_mask_targets(
     return torch.cat(soft), torch.cat(labels)
 
 
-def masks_from_soft(soft: Tensor, *, ignore_band: float | None = None) -> Tensor:
-    """Threshold soft RoI masks at 0.5, optionally marking uncertain pixels as ignored.
-
-    Args:
-        soft: float tensor (R, h, w) with values in [0, 1].
-        ignore_band: when given, pixels with ``|soft - 0.5| < ignore_band`` become -1 (ignore).
-
-    Returns:
-        bool tensor (R, h, w) when ``ignore_band`` is None, else int8 with 1 / 0 / -1.
-
-    Examples:
-        >>> import torch
-        >>> soft = torch.tensor([[[0.0, 0.45, 0.5, 0.9]]])
-        >>> masks_from_soft(soft).int().tolist()
-        [[[0, 0, 1, 1]]]
-        >>> masks_from_soft(soft, ignore_band=0.1).tolist()
-        [[[0, -1, -1, 1]]]
-    """
-    inside = soft >= 0.5
-    if ignore_band is None:
-        return inside
-    masks = inside.to(torch.int8)
-    return masks.masked_fill((soft - 0.5).abs() < ignore_band, -1)
-
-
 def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torchvision MaskRCNN (nn.Module); got {type(model).__name__}")
-    if isinstance(model, torch.jit.ScriptModule):
-        raise TypeError(
-            "model is a ScriptModule; Python hooks do not run inside TorchScript. Attach to the eager model "
-            "and train it eagerly (script a copy for deployment after handle.remove())"
-        )
-    if hasattr(model, "_orig_mod"):
-        raise TypeError(
-            "model is a torch.compile wrapper; attach to the eager model first, then compile: "
-            "handle = attach(model); model = torch.compile(model)"
-        )
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        raise TypeError(
-            f"model is wrapped in {type(model).__name__}; attach to the inner model before wrapping: "
-            "handle = attach(model); model = DistributedDataParallel(model, ...)"
-        )
+    model = check_eager_model(model, "a torchvision MaskRCNN")
     roi_heads = getattr(model, "roi_heads", None)
     if not isinstance(roi_heads, nn.Module):
         raise ValueError(
@@ -187,26 +153,6 @@ def _check_model(model: object) -> nn.Module:
                 "the dense contrastive loss needs Mask R-CNN's mask head"
             )
     return model
-
-
-def _check_weight(weight: object) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise TypeError(
-            f"weight must be a finite non-negative number; got {weight!r} ({type(weight).__name__})"
-        )
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"weight must be a finite non-negative number; got {weight!r}")
-    return float(weight)
-
-
-def _check_ignore_band(ignore_band: object) -> float | None:
-    if ignore_band is None:
-        return None
-    if isinstance(ignore_band, bool) or not isinstance(ignore_band, (int, float)):
-        raise TypeError(f"ignore_band must be None or a float in (0, 0.5]; got {type(ignore_band).__name__}")
-    if not 0.0 < ignore_band <= 0.5:
-        raise ValueError(f"ignore_band must be None or a float in (0, 0.5]; got {ignore_band!r}")
-    return float(ignore_band)
 
 
 def _submodule(module: nn.Module, name: str) -> nn.Module:
@@ -237,35 +183,7 @@ def _resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module
     return module
 
 
-def _build_criterion(
-    criterion: nn.Module | None, layer: nn.Module, k: int | None, tau: float | None
-) -> nn.Module:
-    if criterion is not None:
-        if not isinstance(criterion, nn.Module):
-            raise TypeError(
-                "criterion must be an nn.Module called as criterion(feats, masks) -> scalar, or None; "
-                f"got {type(criterion).__name__}"
-            )
-        if k is not None or tau is not None:
-            raise ValueError(
-                "k and tau configure the default criterion; with criterion= given, set them on it instead "
-                f"(got k={k!r}, tau={tau!r})"
-            )
-        return criterion
-    k = DEFAULT_K if k is None else k
-    tau = DEFAULT_TAU if tau is None else tau
-    channels = getattr(layer, "in_channels", None)
-    if isinstance(channels, bool) or not isinstance(channels, int):
-        raise ValueError(
-            f"cannot tell how many channels enter layer ({type(layer).__name__}: no int in_channels); "
-            "pass criterion=DenseContrastiveLoss(k, tau, in_channels=C)"
-        )
-    crit = DenseContrastiveLoss(k, tau, in_channels=channels)
-    weight = getattr(layer, "weight", None)
-    return crit.to(weight.device) if isinstance(weight, Tensor) else crit
-
-
-class DenseContrastHandle:
+class DenseContrastHandle(AdapterHandle):
     """What :func:`attach` returns: owns the hooks and the loss submodule, and takes them away again.
 
     Attributes:
@@ -288,64 +206,30 @@ class DenseContrastHandle:
         weight: float,
         ignore_band: float | None,
     ) -> None:
-        self.model = model
-        self.criterion = criterion
+        super().__init__(model, criterion, weight=weight)
         self.layer = layer
-        self.weight = weight
         self.ignore_band = ignore_band
         self._targets: list[dict[str, Tensor]] | None = None
+        self._fast_loss: Tensor | None = None
         roi_heads = _submodule(model, "roi_heads")
         self._proposal_tap = FeatureTap(
             _submodule(roi_heads, "mask_roi_pool"), what="inputs", training_only=True
         )
         self._feature_tap = FeatureTap(layer, what="input", training_only=True)
-        self._hooks: list[RemovableHandle] = [
-            roi_heads.register_forward_pre_hook(self._on_roi_heads_input, with_kwargs=True),
-            roi_heads.register_forward_hook(self._on_roi_heads_output, always_call=True),
-        ]
-        self._fast_loss: Tensor | None = None
+        self._add_hook(roi_heads.register_forward_pre_hook(self._on_roi_heads_input, with_kwargs=True))
+        self._add_hook(roi_heads.register_forward_hook(self._on_roi_heads_output, always_call=True))
         if _fast_path_applies(criterion, layer):
-            self._hooks.append(layer.register_forward_pre_hook(self._on_layer_input))
-        model.add_module(SUBMODULE_NAME, criterion)
-        setattr(model, _HANDLE_ATTR, self)
-
-    @property
-    def attached(self) -> bool:
-        """Whether the hooks and the submodule are still in place."""
-        return bool(self._hooks)
+            self._add_hook(layer.register_forward_pre_hook(self._on_layer_input))
 
     def remove(self) -> None:
         """Remove every hook, the ``dense_contrast`` submodule and any captured value. Idempotent."""
-        if not self._hooks:
-            return
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        super().remove()
         self._proposal_tap.remove()
         self._feature_tap.remove()
-        self._clear()
-        if getattr(self.model, SUBMODULE_NAME, None) is self.criterion:
-            delattr(self.model, SUBMODULE_NAME)
-        if getattr(self.model, _HANDLE_ATTR, None) is self:
-            delattr(self.model, _HANDLE_ATTR)
 
-    def __enter__(self) -> DenseContrastHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def __repr__(self) -> str:
-        state = "attached" if self.attached else "removed"
-        return (
-            f"DenseContrastHandle({type(self.model).__name__}, weight={self.weight}, "
-            f"layer={type(self.layer).__name__}, ignore_band={self.ignore_band}, {state})"
-        )
+    def _repr_fields(self) -> list[str]:
+        layer = type(self.layer).__name__
+        return [f"weight={self.weight}", f"layer={layer}", f"ignore_band={self.ignore_band}"]
 
     def _clear(self) -> None:
         self._targets = None
@@ -359,10 +243,15 @@ class DenseContrastHandle:
             self._targets = kwargs["targets"] if "targets" in kwargs else (args[3] if len(args) > 3 else None)
 
     def _on_roi_heads_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        targets, self._targets = self._targets, None
-        inputs = self._proposal_tap.pop()
-        feats = self._feature_tap.pop()
-        # output is None when roi_heads raised (this hook is always called): the captures are gone now.
+        # Always called, also when roi_heads raised (output is None then): whatever the step captured,
+        # including the fast path's loss and with it the step's graph, is dropped on every exit path.
+        targets, inputs, feats, fast_loss = (
+            self._targets,
+            self._proposal_tap.peek(),
+            self._feature_tap.peek(),
+            self._fast_loss,
+        )
+        self._clear()
         if output is None or targets is None or not module.training:
             return None
         if inputs is None or feats is None:
@@ -376,7 +265,6 @@ class DenseContrastHandle:
             )
         detections, losses = output
         extended = dict(losses)
-        fast_loss, self._fast_loss = self._fast_loss, None
         loss = fast_loss if fast_loss is not None else self._loss(feats, targets, inputs[1])
         extended[LOSS_KEY] = self.weight * loss
         return detections, extended
@@ -421,13 +309,12 @@ class DenseContrastHandle:
 
 def _fast_path_applies(criterion: nn.Module, layer: nn.Module) -> bool:
     """The in-place gradient path needs the library's own loss and a plain convolution reading the feats."""
-    return type(criterion) is DenseContrastiveLoss and type(layer) is nn.Conv2d
+    return is_library_loss(criterion) and type(layer) is nn.Conv2d
 
 
 def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    handle = getattr(model, _HANDLE_ATTR, None)
-    return handle if isinstance(handle, DenseContrastHandle) else None
+    return find_handle(model, DenseContrastHandle)
 
 
 def attach(
@@ -471,8 +358,10 @@ def attach(
             together with a ``criterion``, or a model that already has a ``dense_contrast`` submodule.
 
     Examples:
-        >>> from torchvision.models.detection import maskrcnn_resnet50_fpn
-        >>> model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)
+        >>> from torchvision.models.detection import MaskRCNN
+        >>> from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+        >>> backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None)
+        >>> model = MaskRCNN(backbone, num_classes=3)  # or maskrcnn_resnet50_fpn(weights=None, ...)
         >>> handle = attach(model, weight=1.2)
         >>> model.dense_contrast.projector.in_channels
         256
@@ -481,13 +370,16 @@ def attach(
         False
     """
     model = _check_model(model)
-    weight = _check_weight(weight)
-    ignore_band = _check_ignore_band(ignore_band)
-    if SUBMODULE_NAME in model._modules or get_handle(model) is not None:
-        raise ValueError(
-            f"model already has a {SUBMODULE_NAME!r} submodule (attached twice?); call handle.remove() "
-            "or densecontrast.adapters.torchvision.get_handle(model).remove() first"
-        )
+    weight = check_weight(weight)
+    ignore_band = check_ignore_band(ignore_band)
+    check_not_attached(model, "densecontrast.adapters.torchvision")
     resolved = _resolve_layer(model, layer)
-    crit = _build_criterion(criterion, resolved, k, tau)
+    crit = build_criterion(
+        criterion,
+        getattr(resolved, "in_channels", None),
+        k,
+        tau,
+        where=f"the input of layer ({type(resolved).__name__}: no int in_channels)",
+        device=module_device(resolved),
+    )
     return DenseContrastHandle(model, crit, resolved, weight=weight, ignore_band=ignore_band)
