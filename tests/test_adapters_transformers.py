@@ -386,3 +386,19 @@ def test_bad_labels() -> None:
         instance_masks([torch.zeros(2, 3, 3)], [torch.tensor([1, 2]), torch.tensor([1])])
     with pytest.raises(ValueError, match=r"class_labels\[0\] shape \(G,\); got \(2, 3, 3\) and \(3,\)"):
         instance_masks([torch.zeros(2, 3, 3)], [torch.tensor([1, 2, 3])])
+
+
+def test_trainer_trains_on_the_term(m2f: nn.Module, tmp_path) -> None:
+    """transformers.Trainer's loss is outputs.loss, so it includes the term with no custom step."""
+    pytest.importorskip("accelerate")  # Trainer needs it
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = transformers.Trainer(model=m2f, args=args)
+    m2f.train()
+    batch = _batch()
+    torch.manual_seed(5)
+    plain = trainer.compute_loss(m2f, dict(batch))
+    with attach(m2f, weight=2.0) as handle:
+        torch.manual_seed(5)
+        loss = trainer.compute_loss(m2f, dict(batch))
+        assert handle.last_loss is not None and handle.last_loss > 0
+        torch.testing.assert_close(loss, plain + handle.last_loss, rtol=1e-6, atol=1e-5)
