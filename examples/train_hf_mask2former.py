@@ -89,7 +89,10 @@ class CocoInstanceMaps(Dataset):
 
 
 class Collate:
-    """Batch items with the image processor: ``pixel_values``, ``pixel_mask``, ``mask_labels``, ``class_labels``."""
+    """Batch items with the image processor into the model's inputs.
+
+    Returns ``pixel_values``, ``pixel_mask``, ``mask_labels`` and ``class_labels``.
+    """
 
     def __init__(self, processor: Mask2FormerImageProcessor) -> None:
         self.processor = processor
