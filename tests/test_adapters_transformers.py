@@ -1,0 +1,404 @@
+"""Tests of densecontrast.adapters.transformers on real (randomly initialised) Hugging Face models.
+
+Mask2Former and MaskFormer are built from configs with a tiny Swin backbone (embed_dim 16, one block
+per stage) and 32-channel heads on 32 x 48 images: no download, a fraction of a second per warm step.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("scipy")  # Hungarian matching in the models' own losses
+pytest.importorskip("torchvision")
+
+from densecontrast import DenseContrastiveLoss  # noqa: E402
+from densecontrast.adapters.rois import gt_box_rois  # noqa: E402
+from densecontrast.adapters.transformers import (  # noqa: E402
+    DEFAULT_LAYER,
+    LOSS_KEY,
+    DenseContrastHandle,
+    attach,
+    get_handle,
+    instance_masks,
+)
+
+H, W = 32, 48
+NUM_LABELS = 3
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _swin() -> object:
+    return transformers.SwinConfig(
+        image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+        window_size=4, drop_path_rate=0.0, out_features=STAGES,
+    )  # fmt: skip
+
+
+def tiny_mask2former() -> nn.Module:
+    config = transformers.Mask2FormerConfig(
+        backbone_config=_swin(), num_labels=NUM_LABELS, feature_size=32, mask_feature_size=32, hidden_dim=32,
+        encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+        dim_feedforward=64, num_queries=8, train_num_points=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.Mask2FormerForUniversalSegmentation(config)
+
+
+def tiny_maskformer() -> nn.Module:
+    detr = transformers.DetrConfig(
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=8,
+    )  # fmt: skip
+    config = transformers.MaskFormerConfig(
+        backbone_config=_swin(), decoder_config=detr, num_labels=NUM_LABELS, fpn_feature_size=32,
+        mask_feature_size=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.MaskFormerForInstanceSegmentation(config)
+
+
+def _batch() -> dict[str, object]:
+    """Two images: three segments (classes 0, 1, 2) and one segment (class 2)."""
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.randn(2, 3, H, W, generator=g)
+    first = torch.zeros(3, H, W)
+    first[0, 3:15, 3:20] = 1
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    first[1] = (((yy - 22) / 7) ** 2 + ((xx - 32) / 12) ** 2 <= 1).float()
+    first[2, 20:30, 4:15] = 1
+    second = torch.zeros(1, H, W)
+    second[0, 5:25, 10:35] = 1
+    return {
+        "pixel_values": pixels,
+        "mask_labels": [first, second],
+        "class_labels": [torch.tensor([0, 1, 2]), torch.tensor([2])],
+    }
+
+
+def _loss_dict(model: nn.Module, batch: dict[str, object], seed: int = 5) -> tuple[object, dict[str, Tensor]]:
+    """Run a forward and return the outputs and the criterion's (weighted) loss dict."""
+    seen: dict[str, dict[str, Tensor]] = {}
+    hook = model.criterion.register_forward_hook(
+        lambda module, args, kwargs, out: seen.update(losses=out), with_kwargs=True
+    )
+    try:
+        torch.manual_seed(seed)  # the models' losses sample points at random
+        outputs = model(**batch)
+    finally:
+        hook.remove()
+    return outputs, seen.get("losses", {})
+
+
+@pytest.fixture(scope="module")
+def m2f() -> nn.Module:
+    return tiny_mask2former()
+
+
+# --------------------------------------------------------------------------------- the loss is added
+
+
+@pytest.mark.parametrize("build", [tiny_mask2former, tiny_maskformer], ids=["mask2former", "maskformer"])
+def test_loss_dcl_is_added_to_the_loss_dict_and_to_outputs_loss(build) -> None:
+    model = build().train()
+    batch = _batch()
+    plain, plain_losses = _loss_dict(model, batch)
+    handle = attach(model, weight=0.5, margin=0.1)
+    outputs, losses = _loss_dict(model, batch)
+    assert set(losses) == set(plain_losses) | {LOSS_KEY}
+    dcl = losses[LOSS_KEY]
+    assert dcl.ndim == 0 and torch.isfinite(dcl) and dcl > 0
+    assert handle.last_num_rois == 4 and torch.equal(handle.last_loss, dcl.detach())
+    # The model's own terms are unchanged (same seed) and the term is summed once, unweighted by the model.
+    for key, value in plain_losses.items():
+        torch.testing.assert_close(losses[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(outputs.loss, plain.loss + dcl, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(outputs.loss, sum(losses.values()), rtol=1e-6, atol=1e-5)
+    handle.remove()
+
+
+def test_weight_scales_the_term(m2f: nn.Module) -> None:
+    m2f.train()
+    values = []
+    for weight in (1.0, 2.5):
+        with attach(m2f, weight=weight, criterion=DenseContrastiveLoss(k=8, tau=0.1)):
+            torch.manual_seed(0)
+            values.append(_loss_dict(m2f, _batch())[1][LOSS_KEY])
+    torch.testing.assert_close(values[1], 2.5 * values[0])
+
+
+def test_rois_and_masks_are_built_from_the_labels(m2f: nn.Module) -> None:
+    """The criterion receives gt_box_rois of the mask projection's output and the labels."""
+    m2f.train()
+    batch = _batch()
+    received: dict[str, Tensor] = {}
+
+    class Recorder(nn.Module):
+        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
+            received.update(feats=feats, masks=masks)
+            return feats.sum() * 0
+
+    feature_map: dict[str, Tensor] = {}
+    tap = m2f.model.pixel_level_module.decoder.mask_projection.register_forward_hook(
+        lambda module, args, out: feature_map.update(out=out)
+    )
+    with attach(m2f, criterion=Recorder(), margin=0.2, output_size=14):
+        _loss_dict(m2f, batch)
+    tap.remove()
+    assert feature_map["out"].shape == (2, 32, H // 4, W // 4)
+    expected = gt_box_rois(feature_map["out"], batch["mask_labels"], output_size=14, margin=0.2)
+    torch.testing.assert_close(received["feats"], expected.feats, rtol=0, atol=0)
+    assert torch.equal(received["masks"], expected.masks)
+    assert received["masks"].shape == (4, 14, 14)
+
+
+def test_gradients_reach_the_pixel_decoder_and_the_projector(m2f: nn.Module) -> None:
+    m2f.train()
+    m2f.zero_grad(set_to_none=True)
+    with attach(m2f):
+        _, losses = _loss_dict(m2f, _batch())
+        losses[LOSS_KEY].backward()  # the dense contrastive term alone
+        decoder = m2f.model.pixel_level_module.decoder
+        for name, module in [
+            ("mask_projection", decoder.mask_projection),
+            ("input_projections", decoder.input_projections),
+            ("encoder", decoder.encoder),
+            ("backbone stem", m2f.model.pixel_level_module.encoder.swin.embeddings),
+            ("projector", m2f.dense_contrast),
+        ]:
+            grads = [p.grad for p in module.parameters()]
+            assert grads and all(g is not None for g in grads), name
+            assert sum(float(g.abs().sum()) for g in grads) > 0, name
+        # the queries' side is not touched by the term
+        assert all(p.grad is None for p in m2f.class_predictor.parameters())
+
+
+def test_images_without_instances_give_a_zero_in_the_graph(m2f: nn.Module) -> None:
+    m2f.train()
+    m2f.zero_grad(set_to_none=True)
+    # class 1 is the only "instance" class here, and no segment has it
+    batch = _batch()
+    batch["class_labels"] = [torch.tensor([0, 2, 2]), torch.tensor([0])]
+    with attach(m2f, instance_classes={1}) as handle:
+        outputs, losses = _loss_dict(m2f, batch)
+        dcl = losses[LOSS_KEY]
+        assert handle.last_num_rois == 0
+        assert dcl.item() == 0.0 and dcl.requires_grad
+        outputs.loss.backward()
+        for p in m2f.dense_contrast.parameters():
+            assert p.grad is not None and torch.count_nonzero(p.grad) == 0
+        assert m2f.model.pixel_level_module.decoder.mask_projection.weight.grad is not None
+
+
+def test_instance_classes_select_the_segments(m2f: nn.Module) -> None:
+    m2f.train()
+    with attach(m2f, instance_classes=[2]) as handle:
+        _loss_dict(m2f, _batch())
+        assert handle.last_num_rois == 2  # one segment of class 2 in each image
+
+
+# --------------------------------------------------------------------------- eval and removal
+
+
+def test_eval_outputs_are_bit_identical_with_and_without(m2f: nn.Module) -> None:
+    m2f.eval()
+    batch = _batch()
+    with torch.no_grad():
+        plain, _ = _loss_dict(m2f, batch)
+        handle = attach(m2f)
+        attached, losses = _loss_dict(m2f, batch)
+        handle.remove()
+        removed, _ = _loss_dict(m2f, batch)
+    assert LOSS_KEY not in losses  # labels given in eval: the model's loss only (Trainer's eval loss)
+    for out in (attached, removed):
+        for name in ("class_queries_logits", "masks_queries_logits", "loss"):
+            assert torch.equal(getattr(out, name), getattr(plain, name)), name
+
+
+def test_remove_restores_the_model(m2f: nn.Module) -> None:
+    m2f.train()
+
+    def hooks() -> tuple[dict, ...]:
+        return dict(m2f._forward_hooks), dict(m2f._forward_pre_hooks), dict(m2f.criterion._forward_hooks)
+
+    hooks_before = hooks()
+    keys_before = set(m2f.state_dict())
+    handle = attach(m2f)
+    assert get_handle(m2f) is handle and isinstance(handle, DenseContrastHandle)
+    assert {k for k in m2f.state_dict() if k not in keys_before} and "attached" in repr(handle)
+    handle.remove()
+    handle.remove()  # idempotent
+    assert get_handle(m2f) is None and not hasattr(m2f, "dense_contrast")
+    assert set(m2f.state_dict()) == keys_before
+    assert hooks() == hooks_before
+    _, losses = _loss_dict(m2f, _batch())
+    assert LOSS_KEY not in losses
+
+
+def test_a_forward_without_labels_keeps_nothing(m2f: nn.Module) -> None:
+    m2f.train()
+    with attach(m2f) as handle:
+        m2f(pixel_values=_batch()["pixel_values"])
+        assert not handle._feature_tap.captured and handle._pixel_mask is None
+
+
+def test_deepcopy_carries_its_own_handle(m2f: nn.Module) -> None:
+    m2f.train()
+    with attach(m2f) as handle:
+        clone = copy.deepcopy(m2f)
+        assert get_handle(clone) is not handle and get_handle(clone).model is clone
+        _, losses = _loss_dict(clone, _batch())
+        assert torch.isfinite(losses[LOSS_KEY])
+        get_handle(clone).remove()
+
+
+# ------------------------------------------------------------------------------- labels and padding
+
+
+def test_instance_masks_value_one_is_instance_the_ignore_value_is_ignored() -> None:
+    labels = torch.tensor([[[0.0, 1.0, 255.0, 1.0]], [[1.0, 0.0, 255.0, 0.0]]])
+    pixel_mask = torch.tensor([[[1, 1, 1, 0]]])
+    (masks,) = instance_masks([labels], [torch.tensor([4, 0])])
+    assert masks.dtype == torch.int8 and masks.tolist() == [[[0, 1, -1, 1]], [[1, 0, -1, 0]]]
+    (masks,) = instance_masks([labels], [torch.tensor([4, 0])], instance_classes={4}, pixel_mask=pixel_mask)
+    assert masks.tolist() == [[[0, 1, -1, -1]]]
+    (empty,) = instance_masks([torch.zeros(0, 2, 3)], [torch.zeros(0, dtype=torch.int64)])
+    assert empty.shape == (0, 2, 3)
+
+
+def test_processor_padding_is_never_foreground() -> None:
+    """Labels padded by Mask2FormerImageProcessor with ignore_index=255 become -1 where padded."""
+    import numpy as np
+
+    processor = transformers.Mask2FormerImageProcessor(do_resize=False, ignore_index=255)
+    images = [np.zeros((40, 48, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)]
+    maps = [np.zeros((40, 48), np.uint8), np.zeros((32, 64), np.uint8)]
+    maps[0][5:20, 5:20], maps[0][20:35, 25:45], maps[1][4:30, 10:50] = 1, 2, 1
+    enc = processor(
+        images=images, segmentation_maps=maps, instance_id_to_semantic_id=[{0: 0, 1: 3, 2: 4}, {0: 0, 1: 5}],
+        return_tensors="pt",
+    )  # fmt: skip
+    assert all(255 in torch.unique(m) for m in enc["mask_labels"])  # what the processor does
+    masks = instance_masks(enc["mask_labels"], enc["class_labels"], instance_classes={3, 4, 5})
+    assert [m.shape[0] for m in masks] == [2, 1]  # the background segments (class 0) are left out
+    for m, (h, w) in zip(masks, [(40, 48), (32, 64)]):
+        assert (m[:, h:, :] == -1).all() and (m[:, :, w:] == -1).all()
+        assert (m[:, :h, :w] >= 0).all()
+    assert int((masks[0][0] == 1).sum()) == 15 * 15 and int((masks[1][0] == 1).sum()) == 26 * 40
+
+
+def test_a_padded_batch_gives_the_unpadded_loss() -> None:
+    """Same samples, same features on the image: padding (255 labels, other features) changes nothing."""
+    g = torch.Generator().manual_seed(3)
+    h, w = 64, 96
+    feats = torch.randn(1, 16, h // 4, w // 4, generator=g, dtype=torch.float64)
+    labels = torch.zeros(2, h, w, dtype=torch.float64)
+    labels[0, 6:30, 10:40] = 1
+    labels[1, 30:58, 50:88] = 1
+    classes = torch.tensor([1, 2])
+    padded_feats = torch.randn(1, 16, h // 4 + 5, w // 4 + 8, generator=g, dtype=torch.float64)
+    padded_feats[..., : h // 4, : w // 4] = feats
+    padded_labels = torch.full((2, h + 20, w + 32), 255.0, dtype=torch.float64)
+    padded_labels[:, :h, :w] = labels
+    crit = DenseContrastiveLoss(k=16, tau=0.1, in_channels=16).double()
+
+    def loss(f: Tensor, m: Tensor) -> Tensor:
+        rois = gt_box_rois(f, instance_masks([m], [classes]), margin=0.1)
+        torch.manual_seed(11)
+        return crit(rois.feats, rois.masks)
+
+    expected = loss(feats, labels)
+    got = loss(padded_feats, padded_labels)
+    assert expected > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_pixel_mask_is_applied_in_the_model(m2f: nn.Module) -> None:
+    """With 0-padded labels (ignore_index=None), the model's pixel_mask still keeps padding out."""
+    m2f.train()
+    batch = _batch()
+    received: dict[str, Tensor] = {}
+
+    class Recorder(nn.Module):
+        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
+            received.update(masks=masks)
+            return feats.sum() * 0
+
+    pixel_mask = torch.ones(2, H, W, dtype=torch.int64)
+    pixel_mask[:, :, 18:] = 0  # the right part counts as padding
+    with attach(m2f, criterion=Recorder(), margin=0.5, instance_classes={0}):
+        _loss_dict(m2f, {**batch, "pixel_mask": pixel_mask})
+    first = batch["mask_labels"][0][:1]
+    padded = first.masked_fill(pixel_mask[0] == 0, 255.0)
+    expected = gt_box_rois(
+        torch.zeros(1, 1, H // 4, W // 4), [padded.masked_fill(padded == 255, -1)], margin=0.5
+    )
+    assert torch.equal(received["masks"], expected.masks)
+    assert (received["masks"] == -1).any()
+
+
+# ------------------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_arguments(m2f: nn.Module) -> None:
+    with pytest.raises(TypeError, match="model must be a Hugging Face Mask2Former"):
+        attach(object())
+    with pytest.raises(ValueError, match="has no criterion module"):
+        attach(m2f.model)
+    with pytest.raises(ValueError, match="weight must be a finite non-negative number"):
+        attach(m2f, weight=-1.0)
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        attach(m2f, margin=-0.1)
+    with pytest.raises(TypeError, match="instance_classes must hold int class ids"):
+        attach(m2f, instance_classes=["person"])
+    with pytest.raises(TypeError, match="instance_classes must be None or a collection"):
+        attach(m2f, instance_classes=3)
+    with pytest.raises(ValueError, match="output_size must be a positive int"):
+        attach(m2f, output_size=0)
+    with pytest.raises(ValueError, match="k and tau configure the default criterion"):
+        attach(m2f, criterion=DenseContrastiveLoss(), k=8)
+    with pytest.raises(ValueError, match="no submodule named"):
+        attach(m2f, layer="model.pixel_level_module.decoder.mask_projektion")
+    with attach(m2f), pytest.raises(ValueError, match="already has a 'dense_contrast' submodule"):
+        attach(m2f)
+    assert not hasattr(m2f, "dense_contrast")
+    weights = dict(m2f.weight_dict)
+    m2f.weight_dict["dcl"] = 3.0
+    try:
+        with pytest.raises(ValueError, match="weight_dict has a key contained in 'loss_dcl'"):
+            attach(m2f)
+    finally:
+        m2f.weight_dict.clear()
+        m2f.weight_dict.update(weights)
+    assert DEFAULT_LAYER == "model.pixel_level_module.decoder.mask_projection"
+
+
+def test_bad_labels() -> None:
+    with pytest.raises(TypeError, match="mask_labels must be a list of B tensors"):
+        instance_masks(torch.zeros(1, 2, 3, 3), [torch.tensor([1, 2])])
+    with pytest.raises(ValueError, match="must hold one tensor per image; got 1 and 2"):
+        instance_masks([torch.zeros(2, 3, 3)], [torch.tensor([1, 2]), torch.tensor([1])])
+    with pytest.raises(ValueError, match=r"class_labels\[0\] shape \(G,\); got \(2, 3, 3\) and \(3,\)"):
+        instance_masks([torch.zeros(2, 3, 3)], [torch.tensor([1, 2, 3])])
+
+
+def test_trainer_trains_on_the_term(m2f: nn.Module, tmp_path) -> None:
+    """transformers.Trainer's loss is outputs.loss, so it includes the term with no custom step."""
+    pytest.importorskip("accelerate")  # Trainer needs it
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    trainer = transformers.Trainer(model=m2f, args=args)
+    m2f.train()
+    batch = _batch()
+    torch.manual_seed(5)
+    plain = trainer.compute_loss(m2f, dict(batch))
+    with attach(m2f, weight=2.0) as handle:
+        torch.manual_seed(5)
+        loss = trainer.compute_loss(m2f, dict(batch))
+        assert handle.last_loss is not None and handle.last_loss > 0
+        torch.testing.assert_close(loss, plain + handle.last_loss, rtol=1e-6, atol=1e-5)
