@@ -341,18 +341,17 @@ def _shape(name: str, objects: _Objects, u: Tensor, v: Tensor) -> Tensor:
 def _owner(raster: _Raster, size: int) -> Tensor:
     """Index of the topmost object at every pixel (later objects on top), -1 for background; int64 (S, S).
 
-    One scatter of every window pixel inside its object, keeping the largest object index per pixel.
+    One masked fill per object window, in z-order (measured 4x faster than a single scatter of every
+    window pixel, which touches all M * W * W window pixels several times).
     """
     count, side = raster.inside.shape[0], raster.inside.shape[-1]
-    owner = torch.full((size * size,), -1, dtype=torch.int64)
+    canvas = torch.full((size + 2 * side, size + 2 * side), -1, dtype=torch.int64)
     if count:
-        offsets = torch.arange(side)
-        rows = raster.top[:, None, None] + offsets[None, :, None]  # (M, W, 1)
-        cols = raster.left[:, None, None] + offsets[None, None, :]  # (M, 1, W)
-        pixel = (rows * size + cols).expand(-1, side, side)[raster.inside]  # inside implies in the image
-        who = torch.arange(count)[:, None, None].expand(-1, side, side)[raster.inside]
-        owner.scatter_reduce_(0, pixel, who, "amax")
-    return owner.view(size, size)
+        rows, cols = (raster.top + side).tolist(), (raster.left + side).tolist()
+        for k, (r, c) in enumerate(zip(rows, cols)):
+            window = canvas[r : r + side, c : c + side]
+            window.masked_fill_(raster.inside[k], k)
+    return canvas[side : side + size, side : side + size].contiguous()
 
 
 def _drop_hidden(objects: _Objects, raster: _Raster, size: int) -> tuple[_Objects, _Raster, Tensor]:
