@@ -110,7 +110,7 @@ class _Objects(NamedTuple):
         ))  # fmt: skip
 
     @property
-    def count(self) -> int:
+    def num_objects(self) -> int:
         """M, the number of objects."""
         return self.cx.shape[0]
 
@@ -301,8 +301,8 @@ class _Raster(NamedTuple):
 def _rasterise(objects: _Objects, size: int) -> _Raster:
     """Amodal shapes of ``objects`` (one shape family per category), vectorised in windows."""
     # Every shape lies within 1.2 radii of its centre (the rounded box's corner is at 1.19).
-    largest = float(torch.maximum(objects.rx.max(), objects.ry.max())) if objects.count else 0.0
-    half = math.ceil(1.2 * largest) + 1 if objects.count else 0
+    largest = float(torch.maximum(objects.rx.max(), objects.ry.max())) if objects.num_objects else 0.0
+    half = math.ceil(1.2 * largest) + 1 if objects.num_objects else 0
     offsets = torch.arange(-half, half + 1)
     cx, cy = objects.cx, objects.cy
     left, top = cx.round().long() - half, cy.round().long() - half
@@ -360,7 +360,7 @@ def _drop_hidden(objects: _Objects, raster: _Raster, size: int) -> tuple[_Object
     Removing an object can only enlarge the others' visible parts, so one pass suffices.
     """
     owner = _owner(raster, size)
-    area = torch.bincount(owner.flatten() + 1, minlength=objects.count + 1)[1:]
+    area = torch.bincount(owner.flatten() + 1, minlength=objects.num_objects + 1)[1:]
     keep = area >= MIN_VISIBLE_AREA
     if not bool(keep.all()):
         objects, raster = (
@@ -425,14 +425,14 @@ def generate(
     raster = _Raster(empty, empty, torch.zeros((0, 1, 1), dtype=torch.bool))
     owner = torch.full((size, size), -1, dtype=torch.int64)
     for _ in range(_REFILL_ROUNDS):  # later rounds put replacements behind what is already there
-        missing = wanted - objects.count
+        missing = wanted - objects.num_objects
         if missing <= 0:
             break
         new = _draw_objects(gen, missing, size, radius, num_categories, palette, palette_weights)
         objects = new.behind(objects)
         raster = _stack(_rasterise(new, size), raster)
         objects, raster, owner = _drop_hidden(objects, raster, size)
-    if wanted and not objects.count:  # rare, in tiny images: one large object in the middle
+    if wanted and not objects.num_objects:  # rare, in tiny images: one large object in the middle
         objects = _draw_objects(gen, 1, size, 0.25 * size, num_categories, palette, palette_weights)
         middle = torch.full((1,), size / 2)
         objects = objects._replace(cx=middle, cy=middle)
