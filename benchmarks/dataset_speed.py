@@ -1,14 +1,20 @@
 """Generation time per image of ``SyntheticInstances``: in the main process and in a DataLoader worker.
 
-Run from the repository root: ``PYTHONPATH=src python benchmarks/dataset_speed.py``. The three ways are
+Run from the repository root: ``PYTHONPATH=src python benchmarks/dataset_speed.py``. The ways are
 alternated, three rounds each, so that a machine loaded by other work slows them alike; the median is
-printed with every round.
+printed with every round. ``--against OLD/src`` adds another checkout's ``SyntheticInstances`` (imported
+under another name) to the rotation, in the main process, for an old-vs-new comparison in one process.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -49,17 +55,37 @@ def in_worker(dataset: SyntheticInstances) -> float:
     return (time.perf_counter() - start) / (len(dataset) - 1) * 1000
 
 
+def _load_other(src: Path) -> type:
+    """``SyntheticInstances`` of the ``densecontrast`` package under ``src``, imported as another package."""
+    spec = importlib.util.spec_from_file_location(
+        "densecontrast_other", src / "densecontrast" / "__init__.py", submodule_search_locations=[]
+    )
+    assert spec is not None and spec.loader is not None and spec.submodule_search_locations is not None
+    spec.submodule_search_locations.append(str(src / "densecontrast"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["densecontrast_other"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("densecontrast_other.datasets").SyntheticInstances
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", type=Path, help="the src/ folder of another checkout to compare with")
+    args = parser.parse_args()
     ways = {
         f"main process, torch's {torch.get_num_threads()} threads": in_process,
         "main process, torch.set_num_threads(1)": one_thread,
         "DataLoader(num_workers=1)": in_worker,
     }
+    other = _load_other(args.against.resolve()) if args.against else None
+    if other is not None:
+        ways[f"{args.against}, main process"] = in_process
     for name, (kwargs, count) in CONFIGS.items():
         times: dict[str, list[float]] = {way: [] for way in ways}
         for seed in range(3):
             for way, measure in ways.items():
-                times[way].append(measure(SyntheticInstances(count, seed=seed, **kwargs)))
+                cls = other if other is not None and way.startswith(str(args.against)) else SyntheticInstances
+                times[way].append(measure(cls(count, seed=seed, **kwargs)))
         print(name)
         for way, values in times.items():
             rounds = ", ".join(f"{v:.1f}" for v in values)
