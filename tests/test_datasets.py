@@ -273,6 +273,12 @@ def test_coco_ground_truth_round_trip(small: SyntheticInstances, items: list) ->
     assert ann_ids == list(range(1, len(ann_ids) + 1))
     assert gt["categories"] == small.categories
     assert all(isinstance(a["segmentation"]["counts"], str) for a in gt["annotations"])  # compressed RLE
+    # written by the analysis package's converter, the one COCO writer
+    from densecontrast.analysis import coco_from_targets
+
+    alone = coco_from_targets([t for _, t in items], list(range(1, len(items) + 1)), small.categories)
+    assert gt["annotations"] == alone["annotations"]
+    assert [{k: v for k, v in i.items() if k != "file_name"} for i in gt["images"]] == alone["images"]
     for _, target in items:
         image_id = int(target["image_id"])
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
