@@ -6,7 +6,9 @@
 - ``plain``: the textbook evaluation: COCO ground truth from the dict, ``loadRes``, ``COCOeval`` with its
   default parameters, ``evaluate()`` + ``accumulate()``;
 - ``evaluate_segm_ap``: densecontrast's validated AP (area "all", 100 detections only);
-- ``analyze``: the full analysis (validation, matching, corrections, 5 evaluations).
+- ``analyze``: the full analysis (validation, matching, corrections, 5 evaluations);
+- ``check_masks``: the part of the validation that decodes every result's compressed RLE to check that
+  its counts sum to H * W (vectorised over all results at once).
 
 Run: ``pytest benchmarks/bench_analysis.py -o python_files='bench_*.py' --benchmark-group-by=param:backend``
 """
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 
 from densecontrast.analysis import analyze, evaluate_segm_ap
+from densecontrast.analysis._inputs import prepare
+from densecontrast.analysis._rle import check_compressed
 from densecontrast.analysis._synthetic import synthetic_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -86,3 +90,11 @@ def test_analyze(benchmark, request, data, backend: str) -> None:
         iterations=1,
     )
     assert report.num_matched > 0
+
+
+def test_check_masks(benchmark, request, data) -> None:
+    gt, results = data
+    rles = [r["segmentation"] for r in prepare(gt, results).results]
+    names = [f"results[{i}]" for i in range(len(rles))]
+    rounds = request.config.getoption("--analysis-rounds")
+    benchmark.pedantic(check_compressed, args=(rles, names), rounds=rounds, iterations=1)

@@ -8,6 +8,9 @@ import copy
 import io
 import json
 import math
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,8 +30,10 @@ from densecontrast.analysis import (
 from densecontrast.analysis import cli as analysis_cli
 from densecontrast.analysis._analyze import _corrections
 from densecontrast.analysis._backend import Evaluator, ap_triple
-from densecontrast.analysis._errors import _complement, image_errors, rle_counts
+from densecontrast.analysis._errors import image_errors
 from densecontrast.analysis._inputs import prepare
+from densecontrast.analysis._rle import _decode, check_compressed, complement
+from densecontrast.analysis._rle import counts as rle_counts
 from densecontrast.analysis._synthetic import synthetic_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
@@ -371,6 +376,108 @@ def test_invalid_inputs_raise(gt, results, match) -> None:
         analyze(gt, results, backend="pycocotools")
 
 
+_ISOLATED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway rasteriser fails instead of swapping
+from densecontrast.analysis import analyze
+for name, gt, results, backend in json.load(open(sys.argv[1])):
+    try:
+        analyze(gt, results, backend=backend)
+        print(json.dumps([name, backend, "no error"]), flush=True)
+    except Exception as err:
+        print(json.dumps([name, backend, f"{type(err).__name__}: {err}"]), flush=True)
+"""
+
+
+def _analyze_isolated(cases: dict[str, tuple[dict, list, str]], tmp_path) -> dict[tuple[str, str], str]:
+    """Run analyze on each case (name -> (gt, results, expected regex)) with both backends in a fresh
+    interpreter with a timeout and a memory limit: inputs that used to hang fail the test, not the machine.
+
+    Returns:
+        (name, backend) -> "ExceptionType: message" (or "no error").
+    """
+    path = tmp_path / "cases.json"
+    path.write_text(
+        json.dumps([[name, gt, res, b] for name, (gt, res, _) in cases.items() for b in BACKENDS])
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _ISOLATED, str(path)], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {(name, b): out for name, b, out in map(json.loads, done.stdout.splitlines())}
+
+
+def _two_images_gt(segmentation: object) -> dict:
+    """Image 1 (10 x 10) and image 2 (12 x 12); annotation id 7 in image 1 with ``segmentation``."""
+    return {
+        "images": [{"id": 1, "height": 10, "width": 10}, {"id": 2, "height": 12, "width": 12}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": segmentation}],
+    }
+
+
+def test_bad_polygons_and_rles_raise_naming_the_entry(tmp_path) -> None:
+    """Non-finite or absurd polygon coordinates and RLEs whose counts do not sum to H * W (or are not a
+    valid coding) raise a ValueError naming the entry, with both backends, before anything hangs."""
+    square = [2.0, 2.0, 7.0, 2.0, 7.0, 7.0, 2.0, 7.0]
+    gt = _two_images_gt([square])
+    ok = {"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": rle(rect(2, 7, 2, 7))}
+
+    def compressed(runs: list[int], size: tuple[int, int] = (10, 10)) -> dict:
+        r = mask_utils.frPyObjects({"size": list(size), "counts": runs}, *size)
+        return {"size": list(size), "counts": r["counts"].decode("ascii")}
+
+    def result(segmentation: dict, image_id: int = 1) -> list[dict]:
+        return [ok, {**ok, "image_id": image_id, "segmentation": segmentation}]
+
+    gt_ann = r"gt\['annotations'\]\[0\] \(id 7\): .*"
+    res1 = r"results\[1\] \(image_id 1\): .*"
+    long_runs, short_runs = [22, 4, 6, 4, 6, 4, 6, 4, 44, 100], [22, 4, 6, 4]
+    sum_200, sum_36 = r"counts sum to 200, expected H \* W = 10 \* 10 = 100", "counts sum to 36"
+    cases: dict[str, tuple[dict, list, str]] = {}
+    for bad in (math.nan, math.inf, -math.inf, 1e30, -1e30, 31.0):
+        poly = [*square[:4], bad, *square[5:]]  # the third point's x
+        cases[f"polygon x={bad}"] = (
+            _two_images_gt([poly]),
+            [ok],
+            gt_ann + re.escape(f"polygon 0 has x = {bad!r} at point 2"),
+        )
+    cases["polygon text"] = (
+        _two_images_gt([[*square[:7], "7"], square]),
+        [ok],
+        gt_ann + "polygon 0 must hold numbers only",
+    )
+    cases["second polygon nan"] = (
+        _two_images_gt([square, [*square[:7], math.nan]]),
+        [ok],
+        gt_ann + "polygon 1",
+    )
+    cases |= {
+        "result sums past H*W": (gt, result({"size": [10, 10], "counts": long_runs}), res1 + sum_200),
+        "result sums past H*W, compressed": (gt, result(compressed(long_runs)), res1 + sum_200),
+        "result sums short": (gt, result({"size": [10, 10], "counts": short_runs}), res1 + sum_36),
+        "result sums short, compressed": (gt, result(compressed(short_runs)), res1 + sum_36),
+        "result negative count": (gt, result({"size": [10, 10], "counts": [50, -5, 55]}), res1 + ">= 0"),
+        "result float counts": (gt, result({"size": [10, 10], "counts": [50.0, 50.0]}), res1 + "integers"),
+        "result relabelled to another image's size": (
+            gt,
+            result({**compressed([22, 4, 74]), "size": [12, 12]}, image_id=2),
+            r"results\[1\] \(image_id 2\): the RLE counts sum to 100, expected H \* W = 12 \* 12 = 144",
+        ),
+        "result corrupt string": (gt, result({"size": [10, 10], "counts": "\x01\x02zz~~"}), res1 + "corrupt"),
+        "result unfinished string": (gt, result({"size": [10, 10], "counts": "0P"}), res1 + "corrupt"),
+        "result non-ascii string": (gt, result({"size": [10, 10], "counts": "Ü2"}), res1 + "corrupt"),
+        "result bad size": (gt, result({"size": [10, "10"], "counts": "22"}), res1 + "'size' must be"),
+        "gt sums past H*W": (_two_images_gt(compressed(long_runs)), [ok], gt_ann + sum_200),
+        "gt sums short": (_two_images_gt({"size": [10, 10], "counts": short_runs}), [ok], gt_ann + sum_36),
+        "gt corrupt string": (_two_images_gt({"size": [10, 10], "counts": "~~"}), [ok], gt_ann + "corrupt"),
+    }
+    got = _analyze_isolated(cases, tmp_path)
+    for name, (_, _, expected) in cases.items():
+        for b in BACKENDS:
+            assert re.match("ValueError: " + expected, got[name, b]), (name, b, got[name, b])
+
+
 def test_invalid_arguments_raise() -> None:
     gt = make_gt([(1, rect(2, 6, 2, 6), 0)])
     with pytest.raises(ValueError, match="min_iou"):
@@ -475,7 +582,32 @@ def test_rle_counts_and_complement(mask, as_str) -> None:
         r["counts"] = r["counts"].decode("ascii")
     counts = rle_counts(r)
     np.testing.assert_array_equal(np.repeat(np.arange(counts.size) % 2, counts).astype(bool), mask.T.ravel())
-    np.testing.assert_array_equal(mask_utils.decode(_complement(r)).astype(bool), ~mask)
+    np.testing.assert_array_equal(mask_utils.decode(complement(r)).astype(bool), ~mask)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(hnp.arrays(np.bool_, st.tuples(st.integers(1, 40), st.integers(1, 40))), min_size=1, max_size=6),
+    st.data(),
+)
+def test_check_compressed_batch(masks, data) -> None:
+    """Many RLEs decoded at once give each one's counts; the first RLE whose size was relabelled is named."""
+    rles = [rle(m) for m in masks]
+    values, owner, corrupt = _decode([r["counts"].encode("ascii") for r in rles])
+    assert not corrupt.any()
+    for i, (r, m) in enumerate(zip(rles, masks)):
+        runs = values[owner == i]
+        np.testing.assert_array_equal(runs, rle_counts(r))
+        np.testing.assert_array_equal(np.repeat(np.arange(runs.size) % 2, runs).astype(bool), m.T.ravel())
+    names = [f"mask{i}" for i in range(len(rles))]
+    check_compressed(rles, names)
+    i = data.draw(st.integers(0, len(rles) - 1))
+    h, w = rles[i]["size"]
+    rles[i] = {**rles[i], "size": [h + 1, w]}
+    with pytest.raises(
+        ValueError, match=rf"^mask{i}: the RLE counts sum to {h * w}, expected H \* W = {h + 1} \*"
+    ):
+        check_compressed(rles, names)
 
 
 def test_rle_counts_large_runs() -> None:

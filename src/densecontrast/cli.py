@@ -2,7 +2,8 @@
 ``analyze`` (segmentation-error analysis of COCO-format results).
 
 Each subcommand imports its optional dependencies only when it runs, so ``densecontrast --help`` works
-with the core install alone.
+with the core install alone; a missing one stops the subcommand before it does any work, with exit status 2
+and one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -11,42 +12,57 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from . import __version__
 
-# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra to install)
-SUBCOMMANDS = {
+# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help, extra to install,
+# the modules it needs whatever its options: checked before anything runs)
+SUBCOMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "demo": (
         "densecontrast.demo",
         "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP",
         "demo",
+        ("numpy", "pycocotools", "matplotlib", "tqdm", "torchvision"),
     ),
     "analyze": (
         "densecontrast.analysis.cli",
         "segmentation-error analysis (fFP, bFP, FN as ΔAP)",
         "analysis",
+        ("numpy", "pycocotools"),
     ),
 }
 
 
-def _load(name: str):
-    module_name, _, extra = SUBCOMMANDS[name]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and err.name.split(".")[0] == "densecontrast":
-            raise
-        raise SystemExit(
-            f"densecontrast {name} needs the optional dependency {err.name!r}: "
-            f"pip install 'densecontrast[{extra}]'"
-        ) from err
+def missing_module(names: Sequence[str]) -> str | None:
+    """The first of ``names`` that cannot be imported, or None when all can."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
+
+
+def _load(name: str) -> ModuleType | str:
+    """The subcommand's module, or the one-line error when an optional dependency is missing."""
+    module_name, _, extra, needs = SUBCOMMANDS[name]
+    missing = missing_module(needs)
+    if missing is None:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.split(".")[0] == "densecontrast":
+                raise
+            missing = err.name
+    return f"densecontrast {name}: needs {missing!r}: pip install 'densecontrast[{extra}]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densecontrast", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"densecontrast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text, _) in SUBCOMMANDS.items():
+    for name, (_, help_text, _, _) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -61,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None and not argv else 2
     name = argv[0]
     module = _load(name)
+    if isinstance(module, str):
+        print(module, file=sys.stderr)
+        return 2
     sub_parser = argparse.ArgumentParser(prog=f"densecontrast {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
     return int(module.run(sub_parser.parse_args(argv[1:])) or 0)

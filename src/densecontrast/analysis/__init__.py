@@ -6,6 +6,15 @@ correcting it. Needs the ``analysis`` extra (pycocotools, numpy, matplotlib, tqd
 (faster-coco-eval) makes the evaluations faster.
 """
 
+try:
+    import numpy  # noqa: F401
+    import pycocotools.mask  # noqa: F401
+except ImportError as _err:
+    raise ImportError(
+        f"densecontrast.analysis needs numpy and pycocotools ({_err.name!r} is missing): "
+        "pip install 'densecontrast[analysis]'"
+    ) from None
+
 from ._analyze import analyze, evaluate_segm_ap
 from ._backend import BACKENDS
 from ._errors import ERROR_TYPES

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
+import importlib
 import io
 import math
 from collections.abc import Sequence
@@ -25,12 +25,17 @@ def resolve_backend(backend: str) -> str:
     """Return the concrete backend for ``backend`` ("auto" prefers faster-coco-eval when installed)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    fast_ok = importlib.util.find_spec("faster_coco_eval") is not None
-    if backend == "auto":
-        return "faster-coco-eval" if fast_ok else "pycocotools"
-    if backend == "faster-coco-eval" and not fast_ok:
-        raise ImportError("backend 'faster-coco-eval' needs the faster-coco-eval package (extra 'fast')")
-    return backend
+    if backend == "pycocotools":
+        return backend
+    try:
+        importlib.import_module("faster_coco_eval")
+    except ImportError:
+        if backend == "auto":
+            return "pycocotools"
+        raise ImportError(
+            "backend 'faster-coco-eval' needs faster-coco-eval: pip install 'densecontrast[fast]'"
+        ) from None
+    return "faster-coco-eval"
 
 
 def _coco(backend: str, dataset: dict[str, Any]) -> Any:

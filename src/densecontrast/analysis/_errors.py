@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ._inputs import Rle, rle_areas
+from . import _rle
+from ._rle import Rle
 
 ERROR_TYPES: tuple[str, ...] = ("fFP", "bFP", "FN")
 RUNS: tuple[str, ...] = ("fFP", "bFP", "FN", "all")
@@ -77,52 +78,6 @@ def match_predictions(
     return match
 
 
-def _empty(height: int, width: int) -> Rle:
-    return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
-
-
-def _union(rles: Sequence[Rle], height: int, width: int) -> Rle:
-    if not rles:
-        return _empty(height, width)
-    return mask_utils.merge(list(rles), intersect=False) if len(rles) > 1 else rles[0]
-
-
-def rle_counts(rle: Rle) -> np.ndarray:
-    """The run lengths of a compressed COCO RLE (the inverse of pycocotools' string coding), vectorised.
-
-    Each count is coded as 5-bit groups (little-endian, ``0x20`` = more groups follow, ``0x10`` in the last
-    group = negative) offset by 48; counts after the third are stored as differences to the count two
-    places before.
-
-    Returns:
-        int64 array of the counts: zeros first, then ones, alternating.
-    """
-    counts = rle["counts"]
-    raw = np.frombuffer(counts.encode("ascii") if isinstance(counts, str) else counts, dtype=np.uint8)
-    if raw.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    v = raw.astype(np.int64) - 48
-    last = (v & 0x20) == 0  # the last group of each count
-    group = np.concatenate(([0], np.cumsum(last[:-1])))
-    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
-    k = np.arange(v.size) - starts[group]
-    x = np.add.reduceat((v & 0x1F) << (5 * k), starts)
-    ends = np.flatnonzero(last)
-    negative = (v[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * (k[ends[negative]] + 1))
-    x[1::2] = np.cumsum(x[1::2])  # undo the differences: x[i] += x[i - 2] for i > 2
-    x[2::2] = np.cumsum(x[2::2])
-    return x
-
-
-def _complement(rle: Rle) -> Rle:
-    """The complement of a compressed RLE, by shifting its run lengths by one place."""
-    counts = rle_counts(rle)
-    counts = counts[1:] if counts.size and counts[0] == 0 else np.concatenate(([0], counts))
-    h, w = (int(s) for s in rle["size"])
-    return mask_utils.frPyObjects({"size": [h, w], "counts": counts.tolist()}, h, w)
-
-
 def image_errors(
     dt_rles: Sequence[Rle],
     dt_cats: Sequence[int],
@@ -154,11 +109,11 @@ def image_errors(
         return ImageErrors(match, pixels, tp, corrected, areas)
 
     crowd_rles = [r for r, c in zip(gt_rles, gt_crowd) if c]
-    fg = _union([r for r, c in zip(gt_rles, gt_crowd) if not c], height, width)
-    crowd = _union(crowd_rles, height, width) if crowd_rles else None
+    fg = _rle.union([r for r, c in zip(gt_rles, gt_crowd) if not c], height, width)
+    crowd = _rle.union(crowd_rles, height, width) if crowd_rles else None
     fg_or_crowd = fg if crowd is None else mask_utils.merge([fg, crowd], intersect=False)
-    outside = [_complement(fg)] + ([] if crowd is None else [crowd])  # Ḡ ∪ C, as a list to merge
-    not_crowd = None if crowd is None else _complement(crowd)
+    outside = [_rle.complement(fg)] + ([] if crowd is None else [crowd])  # Ḡ ∪ C, as a list to merge
+    not_crowd = None if crowd is None else _rle.complement(crowd)
 
     merge = mask_utils.merge
     kept: dict[int, Rle] = {}  # G* − C
@@ -180,7 +135,7 @@ def image_errors(
 
     n = len(dts)
     all_areas = np.asarray(
-        rle_areas([*dts, *(corrected[run][k] for run in RUNS for k in range(n)), *in_crowd])
+        _rle.areas([*dts, *(corrected[run][k] for run in RUNS for k in range(n)), *in_crowd])
     )
     d_area = all_areas[:n].astype(np.int64)
     for r, run in enumerate(RUNS):

@@ -1,7 +1,8 @@
 """Loading and validating COCO ground truth and instance-segmentation results.
 
 Everything handed on to the evaluators is a fresh copy: the caller's dictionaries are never mutated.
-Masks are kept as compressed COCO run-length encodings (RLE) of size (H, W), the image's height and width.
+Masks are kept as compressed COCO run-length encodings (RLE) of size (H, W), the image's height and width;
+every mask is checked (:mod:`._rle`) before anything is rasterised or evaluated.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycocotools import mask as mask_utils
-
-Rle = dict[str, Any]
+from . import _rle
 
 
 @dataclass
@@ -42,14 +41,6 @@ class Prepared:
     sizes: dict[int, tuple[int, int]]
     gt_by_image: dict[int, list[int]] = field(default_factory=dict)
     res_by_image: dict[int, list[int]] = field(default_factory=dict)
-
-
-def rle_areas(rles: Sequence[Rle]) -> list[float]:
-    """Pixel counts of compressed RLEs (in chunks: pycocotools' ``area`` fails on more than 255 at once)."""
-    out: list[float] = []
-    for start in range(0, len(rles), 255):
-        out.extend(float(a) for a in mask_utils.area(list(rles[start : start + 255])))
-    return out
 
 
 def load_json(source: Any, name: str) -> Any:
@@ -92,48 +83,6 @@ def _require(entry: Any, keys: Sequence[str], where: str) -> None:
         raise ValueError(f"{where}: missing field(s) {missing}; got keys {sorted(entry)}")
 
 
-def to_rle(segmentation: Any, height: int, width: int, where: str, *, polygons: bool) -> Rle:
-    """Convert a COCO ``segmentation`` to a compressed RLE of size (height, width).
-
-    Args:
-        segmentation: polygons (a list of flat coordinate lists) when ``polygons`` is true, or an RLE
-            dict with ``size`` [H, W] and ``counts`` (a compressed string/bytes or an uncompressed list).
-        height: H of the image.
-        width: W of the image.
-        where: the entry's name, for error messages.
-        polygons: whether polygons are accepted.
-    """
-    if isinstance(segmentation, Mapping):
-        if "size" not in segmentation or "counts" not in segmentation:
-            raise ValueError(
-                f"{where}: RLE segmentation needs 'size' and 'counts', got keys {sorted(segmentation)}"
-            )
-        size = [int(s) for s in segmentation["size"]]
-        if size != [height, width]:
-            raise ValueError(
-                f"{where}: mask size {size} differs from the image size [height, width] = {[height, width]}"
-            )
-        counts = segmentation["counts"]
-        if isinstance(counts, list):
-            return mask_utils.frPyObjects({"size": size, "counts": list(counts)}, height, width)
-        if not isinstance(counts, (str, bytes)):
-            raise ValueError(
-                f"{where}: RLE 'counts' must be str, bytes or a list, got {type(counts).__name__}"
-            )
-        return {"size": size, "counts": counts}
-    if not polygons:
-        raise ValueError(f"{where}: segmentation must be an RLE dict with 'size' and 'counts'")
-    if (
-        not isinstance(segmentation, list)
-        or not segmentation
-        or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation)
-    ):
-        raise ValueError(
-            f"{where}: polygon segmentation must be a non-empty list of [x1, y1, x2, y2, ...] lists"
-        )
-    return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-
-
 def _images(gt: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[int, tuple[int, int]]]:
     images, sizes = [], {}
     for i, img in enumerate(gt["images"]):
@@ -169,6 +118,7 @@ def _annotations(
 ) -> list[dict[str, Any]]:
     annotations: list[dict[str, Any]] = []
     seen: set[int] = set()
+    names: list[str] = []
     for i, ann in enumerate(gt["annotations"]):
         where = f"gt['annotations'][{i}]"
         _require(ann, ("id", "image_id", "category_id", "segmentation"), where)
@@ -178,23 +128,31 @@ def _annotations(
         if ann_id in seen:
             raise ValueError(f"{where}: duplicate annotation id {ann_id}")
         seen.add(ann_id)
+        where = f"{where} (id {ann_id})"
         image_id, category_id = _known_ids(ann, where, sizes, cat_ids)
         iscrowd = ann.get("iscrowd", 0)
         if iscrowd not in (0, 1):
             raise ValueError(f"{where}: iscrowd must be 0 or 1, got {iscrowd!r}")
-        rle = to_rle(ann["segmentation"], *sizes[image_id], where, polygons=True)
+        _rle.check_segmentation(ann["segmentation"], *sizes[image_id], where, polygons=True)
+        names.append(where)
         area = ann.get("area")
-        area = float(mask_utils.area(rle)) if area is None else _as_finite(area, where, "area")
+        area = None if area is None else _as_finite(area, where, "area")
         annotations.append(
             {
                 "id": ann_id,
                 "image_id": image_id,
                 "category_id": category_id,
-                "segmentation": rle,
+                "segmentation": ann["segmentation"],
                 "area": area,
                 "iscrowd": int(iscrowd),
             }
         )
+    for a in annotations:  # rasterised only once every polygon has been checked
+        a["segmentation"] = _rle.to_compressed(a["segmentation"], *sizes[a["image_id"]])
+    _rle.check_compressed([a["segmentation"] for a in annotations], names)
+    missing = [a for a in annotations if a["area"] is None]
+    for ann, area in zip(missing, _rle.areas([a["segmentation"] for a in missing])):
+        ann["area"] = area
     return annotations
 
 
@@ -217,14 +175,19 @@ def _results(results: Any, sizes: Mapping[int, tuple[int, int]], cat_ids: set[in
             f"results must be a list of dicts or a path to a JSON list, got {type(results).__name__}"
         )
     out: list[dict[str, Any]] = []
+    names: list[str] = []
     for i, res in enumerate(results):
         where = f"results[{i}]"
         _require(res, ("image_id", "category_id", "segmentation", "score"), where)
         image_id, category_id = _known_ids(res, where, sizes, cat_ids)
+        where = f"{where} (image_id {image_id})"
         score = _as_finite(res["score"], where, "score")
-        rle = to_rle(res["segmentation"], *sizes[image_id], where, polygons=False)
+        _rle.check_segmentation(res["segmentation"], *sizes[image_id], where, polygons=False)
+        rle = _rle.to_compressed(res["segmentation"], *sizes[image_id])
         out.append({"image_id": image_id, "category_id": category_id, "score": score, "segmentation": rle})
-    for r, a in zip(out, rle_areas([r["segmentation"] for r in out])):
+        names.append(where)
+    _rle.check_compressed([r["segmentation"] for r in out], names)
+    for r, a in zip(out, _rle.areas([r["segmentation"] for r in out])):
         r["area"] = a
     return out
 

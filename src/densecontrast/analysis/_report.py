@@ -222,8 +222,11 @@ def plot_comparison(
         title: the figure's title.
     """
     _check_reports(reports)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'densecontrast[analysis]'") from None
 
     fig = Figure(
         figsize=(1.6 + 1.3 * len(ERROR_TYPES) * max(1, len(reports)) ** 0.5, 3.4), layout="constrained"

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from . import _rle
 
 
 def _shape(rng: np.random.Generator, h: int, w: int, box: np.ndarray) -> np.ndarray:
@@ -39,11 +40,6 @@ def _jitter(rng: np.random.Generator, box: np.ndarray, h: int, w: int) -> np.nda
     new[2], new[3] = max(new[2], new[0] + 1), max(new[3], new[1] + 1)
     new[0], new[1] = min(new[0], w - 1), min(new[1], h - 1)
     return new
-
-
-def _encode(masks: list[np.ndarray]) -> list[dict[str, Any]]:
-    rles = mask_utils.encode(np.asfortranarray(np.stack(masks, axis=2).astype(np.uint8)))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def synthetic_coco(
@@ -82,7 +78,7 @@ def synthetic_coco(
         boxes = [_random_box(rng, h, w) for _ in range(n_gt)]
         cats = rng.integers(1, num_categories, n_gt, endpoint=True)
         masks = [_shape(rng, h, w, b) for b in boxes]
-        for box, cat, rle, m in zip(boxes, cats, _encode(masks), masks):
+        for box, cat, rle, m in zip(boxes, cats, _rle.encode(np.stack(masks)), masks):
             gt["annotations"].append(
                 {
                     "id": len(gt["annotations"]) + 1,
@@ -106,7 +102,7 @@ def synthetic_coco(
                 box, cat = _random_box(rng, h, w), int(rng.integers(1, num_categories + 1))
             det_masks.append(_shape(rng, h, w, box))
             det_cats.append(cat)
-        for rle, cat in zip(_encode(det_masks), det_cats):
+        for rle, cat in zip(_rle.encode(np.stack(det_masks)), det_cats):
             results.append(
                 {"image_id": image_id, "category_id": cat, "score": float(rng.random()), "segmentation": rle}
             )

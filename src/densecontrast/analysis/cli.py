@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._backend import BACKENDS
@@ -27,17 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the analysis for parsed ``args``, print the table and write the requested files.
 
+    The output paths and the optional dependencies the options need are checked before the analysis runs.
+
     Returns:
-        The exit status: 0 on success, 2 for invalid inputs (the message goes to stderr).
+        The exit status: 0 on success, 2 for invalid inputs, unusable output paths or a missing optional
+        dependency (one line on stderr).
     """
     from ._analyze import analyze
     from ._inputs import load_json
 
     try:
+        _check_before_work(args)
         gt = load_json(args.gt, "gt")
         results = load_json(args.results, "results")
         n_images = len(gt.get("images", [])) if isinstance(gt, dict) else 0
-        with _ProgressBar(disable=args.no_progress or n_images < _PROGRESS_MIN_IMAGES) as bar:
+        show_progress = not args.no_progress and n_images >= _PROGRESS_MIN_IMAGES
+        if show_progress:
+            _require("tqdm", "analysis", f"a progress bar ({n_images} images; or --no-progress)")
+        with _ProgressBar(disable=not show_progress) as bar:
             report = analyze(gt, results, min_iou=args.min_iou, backend=args.backend, progress=bar)
     except (ValueError, TypeError, json.JSONDecodeError) as err:
         print(f"densecontrast analyze: error: {err}", file=sys.stderr)
@@ -49,6 +59,45 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(args.plot)
     return 0
+
+
+def _require(module: str, extra: str, what: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"{what} needs {module!r}: pip install 'densecontrast[{extra}]'") from None
+
+
+def _check_output(option: str, path: str) -> Path:
+    """``path`` as a Path, if a file can be written there: its folder exists, and it is not a folder."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {str(folder)!r} is not writable")
+    return target
+
+
+def _check_before_work(args: argparse.Namespace) -> None:
+    """Raise ValueError (one line) for an unusable output path or a dependency an option needs."""
+    if args.backend == "faster-coco-eval":
+        _require("faster_coco_eval", "fast", "--backend faster-coco-eval")
+    if args.json:
+        _check_output("--json", args.json)
+    if args.plot:
+        target = _check_output("--plot", args.plot)
+        _require("matplotlib", "analysis", "--plot")
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = sorted(FigureCanvasBase.get_supported_filetypes())
+        if target.suffix.lower().lstrip(".") not in formats:
+            raise ValueError(
+                f"--plot {args.plot}: the extension must be one of {', '.join(formats)}; "
+                f"got {target.suffix or 'none'!r}"
+            )
 
 
 class _ProgressBar:

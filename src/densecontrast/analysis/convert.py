@@ -12,19 +12,13 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from . import _rle
+
 
 def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _encode(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Encode bool masks (N, H, W) as compressed RLEs whose ``counts`` is a str (JSON-serialisable)."""
-    if masks.shape[0] == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def _check_ids(image_ids: Sequence[int], n: int, name: str) -> list[int]:
@@ -93,7 +87,7 @@ def coco_from_targets(
         boxes = _numpy(target["boxes"]).reshape(n, 4).astype(float) if "boxes" in target else None
         crowd = _numpy(target["iscrowd"]).reshape(n) if "iscrowd" in target else np.zeros(n, dtype=np.int64)
         images.append({"id": image_id, "height": int(h), "width": int(w)})
-        rles = _encode(masks)
+        rles = _rle.encode(masks)
         areas = masks.reshape(n, h * w).sum(axis=1)
         for k in range(n):
             if int(labels[k]) not in cat_ids:
@@ -161,7 +155,7 @@ def results_from_outputs(
                 f"outputs[{t}]: masks must be (N, 1, H, W) or (N, H, W) with scores and labels (N,); "
                 f"got masks {probs.shape}, scores {scores.shape}, labels {labels.shape}"
             )
-        rles = _encode(probs > mask_threshold)
+        rles = _rle.encode(probs > mask_threshold)
         for k, rle in enumerate(rles):
             results.append(
                 {
