@@ -27,7 +27,7 @@ from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 from ultralytics.utils import DEFAULT_CFG
 
 from densecontrast import DenseContrastiveLoss
-from densecontrast._yolo_export import export_yolo
+from densecontrast.datasets import export_yolo
 from densecontrast.adapters.rois import gt_box_rois
 from densecontrast.adapters.ultralytics import (
     LOSS_KEY,

@@ -22,8 +22,9 @@ from torch import Tensor
 from ._scenes import MIN_VISIBLE_AREA as MIN_VISIBLE_AREA  # re-exported: the docs name it here
 from ._scenes import SHAPE_FAMILIES, Scene, generate, item_seed
 from ._validation import check_int, check_positive_int
+from ._yolo_export import export_yolo
 
-__all__ = ["SyntheticInstances", "collate_detection"]
+__all__ = ["SyntheticInstances", "collate_detection", "export_yolo"]
 
 SPLITS = ("train", "val", "test")
 MIN_IMAGE_SIZE = 32
@@ -178,6 +179,20 @@ class SyntheticInstances(torch.utils.data.Dataset):
 
         (root / "annotations.json").write_text(json.dumps(self._coco(save)))
         return root
+
+    def export_yolo(
+        self, root: str | os.PathLike[str], *, val_dataset: SyntheticInstances | None = None
+    ) -> pathlib.Path:
+        """Write the split as a YOLO-format segmentation dataset (see :func:`export_yolo`).
+
+        Args:
+            root: the folder to write (created if missing).
+            val_dataset: the validation split; None points ``val`` at this split's images.
+
+        Returns:
+            The path of ``root/data.yaml``, for ``YOLO(...).train(data=...)``.
+        """
+        return export_yolo(self, root, val_dataset=val_dataset)
 
     def _coco(self, save: Callable[[Tensor, str], None] | None) -> dict[str, Any]:
         """The COCO dict of the split; ``save(image, file_name)`` is called for every image if given."""
