@@ -33,8 +33,7 @@ from densecontrast.adapters.ultralytics import DenseContrastSegmentationTrainer
 
 def synthetic_dataset(root: pathlib.Path, count: int, image_size: int, seed: int) -> pathlib.Path:
     """Write ``count`` training and ``count // 4`` validation images of SyntheticInstances, YOLO format."""
-    from densecontrast.datasets import export_yolo
-    from densecontrast.datasets import SyntheticInstances
+    from densecontrast.datasets import SyntheticInstances, export_yolo
 
     train = SyntheticInstances(count, image_size=image_size, seed=seed, split="train")
     val = SyntheticInstances(max(count // 4, 1), image_size=image_size, seed=seed, split="val")

@@ -27,7 +27,6 @@ from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 from ultralytics.utils import DEFAULT_CFG
 
 from densecontrast import DenseContrastiveLoss
-from densecontrast.datasets import export_yolo
 from densecontrast.adapters.rois import gt_box_rois
 from densecontrast.adapters.ultralytics import (
     LOSS_KEY,
@@ -38,7 +37,7 @@ from densecontrast.adapters.ultralytics import (
     batch_instances,
     get_handle,
 )
-from densecontrast.datasets import SyntheticInstances
+from densecontrast.datasets import SyntheticInstances, export_yolo
 
 IMGSZ = 64
 NUM_CLASSES = 3
