@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -253,8 +254,46 @@ def test_half_precision_maps_are_sampled_in_float32() -> None:
 def test_infer_stride() -> None:
     assert infer_stride(640, 160) == 4.0 and infer_stride(100, 13) == 8.0 and infer_stride(100, 25) == 4.0
     assert infer_stride(80, 160) == 0.5 and infer_stride(90, 20) == 4.5
+    # Several integers fit these coarse maps; the power of two is the network's stride.
+    assert infer_stride(200, 13) == 16.0 and infer_stride(656, 21) == 32.0 and infer_stride(52, 7) == 8.0
     with pytest.raises(ValueError, match="positive"):
         infer_stride(0, 4)
+    with pytest.raises(TypeError, match="must be ints"):
+        infer_stride(64.0, 4)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stride", [4, 8, 16, 32])
+def test_infer_stride_reads_ceil_and_floor_sized_maps(stride: int) -> None:
+    # Maps of one or two cells are ambiguous between neighbouring powers of two (see the docstring).
+    for image in range(3 * stride, 70 * stride):
+        for feature in {math.ceil(image / stride), image // stride}:
+            if feature >= 3:
+                assert infer_stride(image, feature) == stride, (image, feature)
+
+
+def test_stride_given_overrides_the_inferred_one() -> None:
+    masks = _scene(5)  # 48 x 64
+    feats = torch.randn(2, 4, 12, 16, dtype=torch.float64)
+    inferred = gt_box_rois(feats, masks, output_size=7, margin=0.1)
+    given = gt_box_rois(feats, masks, output_size=7, margin=0.1, stride=4)
+    assert torch.equal(given.feats, inferred.feats) and torch.equal(given.masks, inferred.masks)
+    # A map of 12 x 16 cells over the top-left 24 x 32 pixels: stride 2, against the inferred 4.
+    half = gt_box_rois(feats, masks, output_size=7, margin=0.1, stride=(2.0, 2))
+    ref_feats, ref_masks, _, _ = _reference(feats, masks, (2.0, 2.0), (7, 7), 0.1)
+    torch.testing.assert_close(half.feats, ref_feats, rtol=0, atol=1e-12)
+    assert torch.equal(half.masks, ref_masks)
+    assert not torch.allclose(half.feats, inferred.feats)
+
+
+def test_masks_larger_than_image_size_are_refused() -> None:
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 40:60, 40:60] = True
+    with pytest.raises(ValueError, match=r"masks\[1\] \(1, 64, 64\) is larger than image_size \(32, 64\)"):
+        gt_box_rois(torch.randn(2, 4, 16, 16), [masks[:, :32], masks], image_size=(32, 64))
+    assert (
+        gt_box_rois(torch.randn(2, 4, 16, 16), [masks[:, :32], masks], image_size=(64, 64)).feats.shape[0]
+        == 1
+    )
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -286,6 +325,10 @@ _F, _M = torch.zeros(1, 2, 4, 4), torch.zeros(2, 16, 16)
             "ignore_band",
         ),
         ((torch.zeros(1, 2, 4, 4), [torch.zeros(2, 16, 16)]), {"sampling_ratio": 0}, ValueError, "sampling"),
+        ((torch.zeros(1, 2, 4, 4), [torch.zeros(2, 16, 16)]), {"stride": 0}, ValueError, "stride"),
+        ((torch.zeros(1, 2, 4, 4), [torch.zeros(2, 16, 16)]), {"stride": (4, 4, 4)}, ValueError, "stride"),
+        ((torch.zeros(1, 2, 4, 4), [torch.zeros(2, 16, 16)]), {"stride": "4"}, TypeError, "stride"),
+        ((torch.zeros(1, 2, 4, 4), [torch.zeros(2, 16, 16)]), {"image_size": 16.0}, TypeError, "image_size"),
     ],
 )
 def test_bad_inputs(args: tuple, kwargs: dict, error: type, match: str) -> None:
@@ -293,6 +336,13 @@ def test_bad_inputs(args: tuple, kwargs: dict, error: type, match: str) -> None:
         gt_box_rois(*args, **kwargs)
 
 
+_ACCELERATORS = [
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    pytest.param("mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs MPS")),
+]
+
+
+@pytest.mark.parametrize("device", _ACCELERATORS)
 def test_on_every_device_equals_the_cpu_result(device: str) -> None:
     masks = _scene(3)
     feats = torch.randn(2, 4, 12, 16)
@@ -302,3 +352,54 @@ def test_on_every_device_equals_the_cpu_result(device: str) -> None:
     torch.testing.assert_close(got.feats.cpu(), expected.feats, rtol=1e-5, atol=1e-5)
     assert torch.equal(got.masks.cpu(), expected.masks)
     assert torch.equal(got.instance_idx.cpu(), expected.instance_idx)
+
+
+# ---------------------------------------------------------------- one check of margin and output_size
+
+
+def _entry_point(name: str):  # type: ignore[no-untyped-def]
+    """A callable taking (margin=..., output_size=...) that runs one of the three public checks."""
+    if name == "gt_box_rois":
+        return lambda **kw: gt_box_rois(torch.zeros(1, 2, 4, 4), [torch.zeros(1, 16, 16)], **kw)
+    if name == "ultralytics":
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        pytest.importorskip("ultralytics")
+        from ultralytics.nn.tasks import SegmentationModel
+
+        from densecontrast.adapters import ultralytics as adapter
+
+        model = SegmentationModel("yolov8n-seg.yaml", nc=2, verbose=False)
+    else:
+        pytest.importorskip("transformers")
+        from test_adapters_transformers import tiny_mask2former
+
+        from densecontrast.adapters import transformers as adapter
+
+        model = tiny_mask2former()
+
+    def call(**kw: object) -> None:
+        adapter.attach(model, **kw).remove()
+
+    return call
+
+
+@pytest.mark.parametrize("entry", ["gt_box_rois", "ultralytics", "transformers"])
+def test_margin_and_output_size_are_checked_alike_everywhere(entry: str) -> None:
+    call = _entry_point(entry)
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
+        ({"margin": "a"}, TypeError, r"margin must be a finite number >= 0; got 'a' \(str\)"),
+        ({"margin": True}, TypeError, "margin must be"),
+        ({"margin": -0.1}, ValueError, "margin must be a finite number >= 0; got -0.1"),
+        ({"margin": math.nan}, ValueError, "margin must be"),
+        ({"margin": math.inf}, ValueError, "margin must be"),
+        ({"output_size": 28.0}, TypeError, r"output_size must be a positive int .*got 28.0 \(float\)"),
+        ({"output_size": "28"}, TypeError, "output_size must be"),
+        ({"output_size": (28, 2.0)}, TypeError, "output_size must be .* with int, float"),
+        ({"output_size": (28, 28, 28)}, ValueError, "output_size must be .* got 3 values"),
+        ({"output_size": 0}, ValueError, "output_size must be .* got 0"),
+        ({"output_size": (7, -1)}, ValueError, "output_size must be"),
+    ]
+    for kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            call(**kwargs)
+    call(margin=0.25, output_size=[7, 5])

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
@@ -74,6 +74,55 @@ def check_weight(weight: object) -> float:
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite non-negative number; got {weight!r}")
     return float(weight)
+
+
+def check_margin(margin: object) -> float:
+    """The box margin, a fraction of the box's size added on every side: a finite number >= 0.
+
+    Raises:
+        TypeError: not an int or float (bools are refused).
+        ValueError: negative, infinite or NaN.
+    """
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise TypeError(f"margin must be a finite number >= 0; got {margin!r} ({type(margin).__name__})")
+    if not 0 <= margin < math.inf:
+        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
+    return float(margin)
+
+
+def check_size_pair(name: str, value: object) -> tuple[int, int]:
+    """A positive int ``n`` (read as ``(n, n)``) or a pair ``(h, w)`` of positive ints, as ``(h, w)``.
+
+    Raises:
+        TypeError: not an int, nor a tuple or list of two ints (bools and floats are refused).
+        ValueError: a pair of another length, or a value <= 0.
+    """
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not is_int and not isinstance(value, (tuple, list)):
+        raise TypeError(
+            f"{name} must be a positive int or a pair (h, w) of them; got {value!r} ({type(value).__name__})"
+        )
+    pair = (value, value) if is_int else tuple(value)  # type: ignore[arg-type]
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {len(pair)} values")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(
+            f"{name} must be a positive int or a pair (h, w) of them; got {value!r} with "
+            f"{', '.join(type(v).__name__ for v in pair)}"
+        )
+    if not all(v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_output_size(output_size: object) -> tuple[int, int]:
+    """The RoI grid: a positive int ``n`` (``n x n``) or a pair ``(h, w)`` of positive ints.
+
+    Raises:
+        TypeError: not an int nor a pair of ints.
+        ValueError: a value <= 0, or a sequence that is not a pair.
+    """
+    return check_size_pair("output_size", output_size)
 
 
 def check_ignore_band(ignore_band: object) -> float | None:
@@ -210,11 +259,3 @@ def find_handle(model: nn.Module, cls: type[_H]) -> _H | None:
     """The handle of type ``cls`` attached to ``model`` (or to the model it was deep-copied from), or None."""
     handle: Any = getattr(model, HANDLE_ATTR, None)
     return handle if isinstance(handle, cls) else None
-
-
-def scalar_zero_like(feats: Tensor, criterion: nn.Module) -> Tensor:
-    """A zero that stays in the graph of ``feats`` and of every criterion parameter (for DDP)."""
-    zero = feats.sum() * 0.0
-    for p in criterion.parameters():
-        zero = zero + p.sum() * 0.0
-    return zero

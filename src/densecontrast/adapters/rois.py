@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._base import check_ignore_band
+from ._base import check_ignore_band, check_margin, check_output_size, check_size_pair
 from ._targets import boxes_from_masks, masks_from_soft
 
 try:
@@ -60,20 +60,43 @@ class GtBoxRoIs(NamedTuple):
 def infer_stride(image: int, feature: int) -> float:
     """The stride of a feature axis of size ``feature`` over an image axis of size ``image``.
 
-    An integer stride ``s`` is taken when the map's size is what a strided network gives for it
-    (``ceil(image / s)`` or ``floor(image / s)``); otherwise the exact ratio ``image / feature`` (which
-    is also how a map finer than the masks, such as 1/4-scale features over 1/8-scale masks, is read).
+    An integer stride ``s`` is taken when the map's size is what a strided network gives for it,
+    ``ceil(image / s)`` (a padded strided convolution) or ``floor(image / s)``. Several integers can fit
+    a coarse map (``200 / 15`` and ``200 / 16`` both give 13), so powers of two come first, then the
+    ``ceil`` reading before the ``floor`` one, then the stride nearest to ``image / feature``. When no
+    integer fits, the exact ratio ``image / feature`` is returned (which is also how a map finer than the
+    masks, such as 1/4-scale features over 1/8-scale masks, is read). A map of one or two cells is
+    ambiguous between neighbouring powers of two: pass ``stride=`` to :func:`gt_box_rois` then.
 
     Examples:
-        >>> infer_stride(640, 160), infer_stride(100, 13), infer_stride(80, 160)
-        (4.0, 8.0, 0.5)
+        >>> infer_stride(640, 160), infer_stride(100, 13), infer_stride(200, 13), infer_stride(80, 160)
+        (4.0, 8.0, 16.0, 0.5)
     """
+    if (
+        isinstance(image, bool)
+        or isinstance(feature, bool)
+        or not isinstance(image, int)
+        or not isinstance(feature, int)
+    ):
+        raise TypeError(
+            f"image and feature sizes must be ints; got {type(image).__name__} and {type(feature).__name__}"
+        )
     if image <= 0 or feature <= 0:
         raise ValueError(f"image and feature sizes must be positive; got image={image}, feature={feature}")
-    s = round(image / feature)
-    if s >= 1 and feature in (math.ceil(image / s), image // s):
-        return float(s)
-    return image / feature
+    ratio = image / feature
+    # Integers s with ceil(image / s) == feature or floor(image / s) == feature lie in
+    # (image / (feature + 1), image / (feature - 1)).
+    low = max(1, image // (feature + 1))
+    high = -(-image // (feature - 1)) if feature > 1 else 2 * image
+    best: tuple[int, int, float, int] | None = None
+    for s in range(low, high + 1):
+        ceil_fit, floor_fit = -(-image // s) == feature, image // s == feature
+        if not (ceil_fit or floor_fit):
+            continue
+        rank = (0 if s & (s - 1) == 0 else 1, 0 if ceil_fit else 1, abs(math.log(s / ratio)), s)
+        if best is None or rank < best:
+            best = rank
+    return float(best[3]) if best is not None else ratio
 
 
 def _check_rois_inputs(
@@ -122,17 +145,6 @@ def _check_rois_inputs(
     return feats, list(masks), list(boxes)
 
 
-def _pair(name: str, value: object) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def gt_box_rois(
     feats: Tensor,
     masks: Sequence[Tensor],
@@ -143,11 +155,12 @@ def gt_box_rois(
     margin: float = 0.0,
     ignore_band: float | None = None,
     sampling_ratio: int = -1,
+    stride: float | tuple[float, float] | None = None,
 ) -> GtBoxRoIs:
     """Cut every ground-truth instance's box out of a dense feature map and out of its mask.
 
-    The features are sampled with ``roi_align(..., aligned=True)`` at the map's inferred stride
-    (:func:`infer_stride`, per axis); the instance masks with the same boxes on their own grid, then
+    The features are sampled with ``roi_align(..., aligned=True)`` at the map's stride (``stride``, or
+    :func:`infer_stride` per axis); the instance masks with the same boxes on their own grid, then
     thresholded at 0.5. Instances without a single mask pixel are dropped. Pixels of an RoI that fall on
     ground-truth ignore pixels (-1), on an image's padding or outside the frame are -1 (ignored by the
     loss), so an enlarged box at the border does not count the outside as negatives.
@@ -160,11 +173,14 @@ def gt_box_rois(
             tight box of each mask.
         output_size: h x w of the RoI grid. Default 28 (the paper's 28 x 28).
         image_size: (H, W), the frame ``feats`` covers, in mask pixels; default the masks' common size
-            (required when the images' masks differ in size, i.e. the batch was padded).
+            (required when the images' masks differ in size, i.e. the batch was padded). Every image's
+            masks must fit in it.
         margin: enlarge each box by this fraction of its width (height) on the left and right (top and
             bottom) sides, so that an object filling its box still has negatives. Default 0.
         ignore_band: also mark RoI pixels whose soft mask value lies within this distance of 0.5 as -1.
         sampling_ratio: RoIAlign's samples per bin and axis; -1 (default) adapts to the box size.
+        stride: mask pixels per feature cell, a number or a pair ``(sy, sx)``; None (default) infers it
+            per axis from ``image_size`` and the map's size (:func:`infer_stride`).
 
     Returns:
         A :class:`GtBoxRoIs` ``(feats, masks, boxes, batch_idx, instance_idx)`` with ``feats``
@@ -172,8 +188,10 @@ def gt_box_rois(
         tensors (and a loss of zero in the graph).
 
     Raises:
-        TypeError: ``feats`` not a floating-point tensor, ``masks``/``boxes`` not lists of tensors.
-        ValueError: shapes that do not agree, several mask sizes without ``image_size``, bad options.
+        TypeError: ``feats`` not a floating-point tensor, ``masks``/``boxes`` not lists of tensors,
+            options of the wrong type.
+        ValueError: shapes that do not agree, several mask sizes without ``image_size``, masks larger
+            than ``image_size``, bad option values.
 
     Examples:
         >>> import torch
@@ -187,9 +205,9 @@ def gt_box_rois(
         [[4.0, 0.0, 28.0, 48.0]]
     """
     feats, mask_list, box_list = _check_rois_inputs(feats, masks, boxes)
-    size = _pair("output_size", output_size)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
-        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
+    size = check_output_size(output_size)
+    margin = check_margin(margin)
+    strides = _check_stride(stride)
     band = check_ignore_band(ignore_band)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int) or sampling_ratio == 0:
         raise ValueError(f"sampling_ratio must be -1 (adaptive) or a positive int; got {sampling_ratio!r}")
@@ -204,10 +222,18 @@ def gt_box_rois(
         if frame is None:  # B == 0
             frame = (feats.shape[-2], feats.shape[-1])
     else:
-        frame = _pair("image_size", tuple(image_size) if isinstance(image_size, list) else image_size)
+        frame = check_size_pair("image_size", image_size)
+        for b, m in enumerate(mask_list):
+            if m.shape[-2] > frame[0] or m.shape[-1] > frame[1]:
+                raise ValueError(
+                    f"masks[{b}] {tuple(m.shape)} is larger than image_size {tuple(frame)}: the masks must "
+                    "fit in the frame the feature map covers (image_size is (H, W) in mask pixels)"
+                )
     height, width = int(frame[0]), int(frame[1])
-    sy = infer_stride(height, feats.shape[-2])
-    sx = infer_stride(width, feats.shape[-1])
+    if strides is None:
+        sy, sx = infer_stride(height, feats.shape[-2]), infer_stride(width, feats.shape[-1])
+    else:
+        sy, sx = strides
 
     device = feats.device
     # Boxes and mask crops in float32, or float64 with float64 features (exact references in tests).
@@ -246,6 +272,20 @@ def gt_box_rois(
     roi_feats = roi_align(feats.to(box_dtype), rois, size, 1.0, sampling_ratio, aligned=True)
     roi_feats = roi_feats.to(feats.dtype)
     return GtBoxRoIs(roi_feats, torch.cat(all_masks), boxes_cat, batch_idx, torch.cat(all_inst))
+
+
+def _check_stride(stride: object) -> tuple[float, float] | None:
+    if stride is None:
+        return None
+    is_number = isinstance(stride, (int, float)) and not isinstance(stride, bool)
+    pair = (stride, stride) if is_number else stride
+    if not isinstance(pair, (tuple, list)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair
+    ):
+        raise TypeError(f"stride must be None, a number or a pair (sy, sx) of numbers; got {stride!r}")
+    if len(pair) != 2 or not all(0 < v < math.inf for v in pair):
+        raise ValueError(f"stride must be None, a number > 0 or a pair (sy, sx) of them; got {stride!r}")
+    return float(pair[0]), float(pair[1])
 
 
 def _crop_masks(

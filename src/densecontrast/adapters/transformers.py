@@ -36,7 +36,9 @@ from ._base import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
+    check_margin,
     check_not_attached,
+    check_output_size,
     check_weight,
     find_handle,
     module_device,
@@ -137,25 +139,6 @@ def _class_ids(instance_classes: object) -> Tensor:
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise TypeError(f"instance_classes must hold int class ids; got {ids!r}")
     return torch.tensor(ids, dtype=torch.int64)
-
-
-def _check_margin(margin: object) -> float:
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-        raise TypeError(f"margin must be a number >= 0; got {type(margin).__name__}")
-    if not 0 <= margin < float("inf"):
-        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
-    return float(margin)
-
-
-def _check_output_size(output_size: object) -> tuple[int, int]:
-    pair = (output_size, output_size) if isinstance(output_size, int) else output_size
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
-    ):
-        raise ValueError(f"output_size must be a positive int or a pair (h, w) of them; got {output_size!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _check_model(model: object) -> nn.Module:
@@ -383,8 +366,8 @@ def attach(
     """
     model = _check_model(model)
     weight = check_weight(weight)
-    margin = _check_margin(margin)
-    size = _check_output_size(output_size)
+    margin = check_margin(margin)
+    size = check_output_size(output_size)
     if instance_classes is not None:
         _class_ids(instance_classes)
         instance_classes = frozenset(instance_classes)

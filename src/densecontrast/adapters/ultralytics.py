@@ -38,7 +38,9 @@ from ._base import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
+    check_margin,
     check_not_attached,
+    check_output_size,
     check_weight,
     find_handle,
     module_device,
@@ -349,11 +351,8 @@ def attach(
     band = check_ignore_band(ignore_band)
     if features not in _FEATURES:
         raise ValueError(f"features must be one of {_FEATURES}; got {features!r}")
-    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < float("inf")):
-        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-        raise ValueError(f"output_size must be a positive int or a pair (h, w) of them; got {output_size!r}")
+    margin = check_margin(margin)
+    size = check_output_size(output_size)
     if overlap_mask is not None and not isinstance(overlap_mask, bool):
         raise TypeError(f"overlap_mask must be None or a bool; got {type(overlap_mask).__name__}")
     check_not_attached(model, "densecontrast.adapters.ultralytics")
@@ -368,8 +367,8 @@ def attach(
         crit,
         weight=weight,
         features=features,
-        output_size=(int(size[0]), int(size[1])),
-        margin=float(margin),
+        output_size=size,
+        margin=margin,
         ignore_band=band,
         overlap_mask=overlap_mask,
     )
