@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import warnings
 import weakref
 from typing import Any, ClassVar
 
@@ -180,7 +181,42 @@ def test_gradients_reach_the_prototype_branch_and_the_projector(step: dict[str, 
 
 def test_captures_are_cleared_after_the_step(step: dict[str, Any]) -> None:
     handle = step["handle"]
-    assert handle._batch is None and not handle._tap.captured
+    assert handle._batch is None and handle._protos is None and not handle._armed
+
+
+def test_a_training_forward_on_images_captures_nothing_and_warns_once(
+    batches: dict[bool, dict[str, Any]],
+) -> None:
+    model = _seg_model().train()
+    handle = attach(model)
+    refs: list[weakref.ref[Tensor]] = []
+    tap = model.model[-1].proto.register_forward_hook(lambda m, a, out: refs.append(weakref.ref(out)))
+    images = batches[True]["img"]
+    with pytest.warns(RuntimeWarning, match=r"dcl_loss was not computed.*model\(batch\)"):
+        preds = model(images)
+    assert handle._protos is None and handle._batch is None and not handle._armed
+    del preds  # what the caller holds; nothing else may keep the prototypes and their graph alive
+    gc.collect()
+    assert len(refs) == 1 and refs[0]() is None, "model(images) left its prototypes referenced"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per handle
+        model(images)
+        _, items = model(batches[True])  # a real step still gets its term
+    tap.remove()
+    assert LOSS_KEY in items and handle._protos is None
+
+
+@pytest.mark.parametrize("with_preds", [False, True])
+def test_calling_model_loss_directly_warns_that_dcl_loss_is_missing(
+    batches: dict[bool, dict[str, Any]], with_preds: bool
+) -> None:
+    model = _seg_model().train()
+    handle = attach(model)
+    batch = batches[True]
+    with pytest.warns(RuntimeWarning, match=r"model\.loss\(\.\.\.\) called directly"):
+        preds = model(batch["img"]) if with_preds else None
+        _, items = model.loss(batch, preds)
+    assert LOSS_KEY not in items and handle._protos is None and handle._batch is None
 
 
 # ---------------------------------------------------------------- the batch: overlap_mask, boxes
@@ -249,6 +285,24 @@ def test_batch_instances_rejects_a_mismatched_layout(batches: dict[bool, dict[st
         batch_instances({"bboxes": torch.zeros(0, 4), "batch_idx": torch.zeros(0)}, 1, overlap_mask=True)
 
 
+def test_per_instance_masks_read_as_index_maps_are_refused_when_counts_match() -> None:
+    # Two images, two instances, both in image 0: per-instance masks have the shape of index maps.
+    masks = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    masks[0, 2:6, 2:6] = 1
+    masks[1, 8:12, 8:14] = 1
+    batch = {"masks": masks, "bboxes": torch.full((2, 4), 0.25), "batch_idx": torch.tensor([0.0, 0.0])}
+    with pytest.raises(ValueError, match=r"batch\['masks'\]\[1\] has values up to 1 but image 1 has 0 inst.*"
+                       r"per-instance.*overlap_mask=False"):  # fmt: skip
+        batch_instances(batch, 2, overlap_mask=True)
+    per_instance, _ = batch_instances(batch, 2, overlap_mask=False)
+    assert [m.shape[0] for m in per_instance] == [2, 0]
+    # The same layout read right: index maps whose values stay within each image's count.
+    maps = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    maps[0] = masks[0] + 2 * masks[1]
+    index, _ = batch_instances({**batch, "masks": maps}, 2, overlap_mask=True)
+    assert torch.equal(index[0], per_instance[0].bool())
+
+
 # ---------------------------------------------------------------- eval and predict are untouched
 
 
@@ -280,7 +334,7 @@ def test_eval_and_predict_outputs_are_bit_identical(batches: dict[bool, dict[str
         before = model(images)
         handle = attach(model)
         after = model(images)
-    assert _nested_equal(before, after) and not handle._tap.captured
+    assert _nested_equal(before, after) and handle._protos is None
     handle.remove()
     # Ultralytics' predictor (which fuses the model in place on first use).
     array = np.ascontiguousarray((images[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
@@ -369,7 +423,7 @@ def test_an_exception_mid_step_releases_the_captured_prototypes(batches: dict[bo
     tap.remove()
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None, "the interrupted step's prototypes are still referenced"
-    assert handle._batch is None and not handle._tap.captured
+    assert handle._batch is None and handle._protos is None and not handle._armed
 
 
 def test_deepcopy_carries_its_own_handle(step: dict[str, Any]) -> None:
@@ -424,6 +478,41 @@ def test_trainer_refuses_compile(data_yaml: pathlib.Path, tmp_path: pathlib.Path
     custom = DenseContrastSegmentationTrainer.with_options(weight=2.0, margin=0.1)
     assert issubclass(custom, DenseContrastSegmentationTrainer)
     assert (custom.dcl_weight, custom.dcl_margin, custom.dcl_k) == (2.0, 0.1, None)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"weight": -1}, ValueError, "weight must be"),
+        ({"weight": "1"}, TypeError, "weight must be"),
+        ({"features": "neck"}, ValueError, "features must be one of"),
+        ({"margin": "a"}, TypeError, "margin must be"),
+        ({"output_size": 28.0}, TypeError, "output_size must be"),
+        ({"ignore_band": 0.9}, ValueError, "ignore_band must be"),
+        ({"k": 0}, ValueError, "k"),
+        ({"tau": -0.1}, ValueError, "tau"),
+    ],
+)
+def test_trainer_options_are_checked_up_front(
+    options: dict[str, Any],
+    error: type[Exception],
+    match: str,
+    data_yaml: pathlib.Path,
+    tmp_path: pathlib.Path,
+) -> None:
+    with pytest.raises(error, match=match):
+        DenseContrastSegmentationTrainer.with_options(**options)
+    # A subclass that sets the attribute itself fails before Ultralytics builds anything.
+    bad = type("Bad", (DenseContrastSegmentationTrainer,), {f"dcl_{k}": v for k, v in options.items()})
+    overrides = {
+        "model": "yolov8n-seg.yaml",
+        "data": str(data_yaml),
+        "project": str(tmp_path),
+        "plots": False,
+    }
+    with pytest.raises(error, match=match):
+        bad(overrides=overrides)
+    assert not any(tmp_path.iterdir()), "the trainer made its run directory before refusing"
 
 
 # ---------------------------------------------------------------- Ultralytics' own training loop

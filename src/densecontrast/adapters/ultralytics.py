@@ -25,13 +25,14 @@ of the EMA copy that Ultralytics evaluates and saves.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..taps import FeatureTap
+from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import (
     SUBMODULE_NAME,
     AdapterHandle,
@@ -100,7 +101,8 @@ def batch_instances(
         ``(x1, y1, x2, y2)`` in mask pixels (the normalised boxes scaled to Hm x Wm).
 
     Raises:
-        ValueError: a batch whose masks do not fit ``overlap_mask`` or ``batch_idx``.
+        ValueError: a batch whose masks do not fit ``overlap_mask`` or ``batch_idx`` (with
+            ``overlap_mask=True``, also an index map whose largest value exceeds its image's instances).
     """
     for key in ("masks", "bboxes", "batch_idx"):
         if key not in batch:
@@ -131,6 +133,17 @@ def batch_instances(
         raise ValueError(
             f"batch['batch_idx'] refers to image {len(counts) - 1} but the batch has {num_images}"
         )
+    if overlap_mask and num_images > 0:
+        # (B, Hm, Wm) per-instance masks of a batch with as many instances as images pass the shape check;
+        # read as index maps they would drop instances. An index map never exceeds its image's count.
+        maxima = masks.reshape(num_images, -1).amax(dim=1).tolist()  # host sync, one per batch
+        for b, (peak, count) in enumerate(zip(maxima, counts)):
+            if peak > count:
+                raise ValueError(
+                    f"batch['masks'][{b}] has values up to {peak:g} but image {b} has {count} instances in "
+                    "batch['batch_idx']: with overlap_mask=True each map holds the values 1..count of its "
+                    "image. The masks look per-instance (N, Hm, Wm); set overlap_mask=False"
+                )
     out_masks, out_boxes = [], []
     for b, count in enumerate(counts):
         rows = (batch_idx == b).nonzero()[:, 0]
@@ -176,18 +189,17 @@ class UltralyticsHandle(AdapterHandle):
         self.ignore_band = ignore_band
         self.overlap_mask = overlap_mask
         self._batch: Mapping[str, Any] | None = None
+        self._armed = False  # True only inside a training call model(batch)
+        self._protos: Any = None
+        self._warned = False
         proto = _proto(model)
         if features == "proto":
-            self._tap = FeatureTap(proto, what="output", training_only=True)
+            self._add_hook(proto.register_forward_hook(self._on_proto_output))
         else:
-            self._tap = FeatureTap(cast(nn.Module, proto.cv3), what="input", training_only=True)
+            cv3 = cast(nn.Module, proto.cv3)
+            self._add_hook(cv3.register_forward_pre_hook(self._on_proto_input))
         self._add_hook(model.register_forward_pre_hook(self._on_model_input))
         self._add_hook(model.register_forward_hook(self._on_model_output, always_call=True))
-
-    def remove(self) -> None:
-        """Remove every hook, the ``dense_contrast`` submodule and any captured value. Idempotent."""
-        super().remove()
-        self._tap.remove()
 
     def _repr_fields(self) -> list[str]:
         return [
@@ -199,20 +211,44 @@ class UltralyticsHandle(AdapterHandle):
 
     def _clear(self) -> None:
         self._batch = None
-        self._tap.clear()
+        self._armed = False
+        self._protos = None
 
     def _on_model_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        # model(batch) runs model.loss(batch), which calls model(batch["img"]) inside: only the outer
-        # call (a dict) starts a step; the inner one (a tensor) must not drop what the step captures.
+        # model(batch) runs model.loss(batch), which runs the network on batch["img"] inside: only the
+        # outer call (a dict) starts a step, and only a training one arms the capture of the prototypes.
         if args and isinstance(args[0], Mapping):
             self._clear()
             if module.training:
                 self._batch = args[0]
+                self._armed = True
+
+    def _on_proto_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self._capture(module, output)
+
+    def _on_proto_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._capture(module, args[0] if args else None)
+
+    def _capture(self, module: nn.Module, value: Any) -> None:
+        if self._armed:
+            self._protos = value
+        elif module.training and torch.is_grad_enabled() and not self._warned:
+            # model(images) or model.loss(...) in training: the output hook never sees a step, so the
+            # prototypes are not kept (their graph would outlive the call) and no term is added.
+            self._warned = True
+            warnings.warn(
+                f"densecontrast: the YOLO-seg prototypes were computed in training mode outside a training "
+                f"call model(batch) (model(images), or model.loss(...) called directly), so {LOSS_KEY} was "
+                "not computed. Call model(batch) with Ultralytics' batch dict, as its trainer does, to train "
+                "with the dense contrastive loss (warned once)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         if not args or not isinstance(args[0], Mapping):
-            return None  # the inner call on the images
-        batch, protos = self._batch, self._tap.peek()
+            return None  # a call on the images: no step to finish
+        batch, protos = self._batch, self._protos
         self._clear()  # on every exit path, also when the step raised (output is None then)
         if output is None or batch is None or not module.training:
             return None
@@ -374,6 +410,22 @@ def attach(
     )
 
 
+_TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "ignore_band")
+
+
+def _check_trainer_options(options: Mapping[str, Any]) -> None:
+    """Check the trainer's options as :func:`attach` would, before Ultralytics builds anything."""
+    check_weight(options["weight"])
+    if options["features"] not in _FEATURES:
+        raise ValueError(f"features must be one of {_FEATURES}; got {options['features']!r}")
+    check_output_size(options["output_size"])
+    check_margin(options["margin"])
+    check_ignore_band(options["ignore_band"])
+    k, tau = options["k"], options["tau"]
+    if k is not None or tau is not None:  # the default criterion checks its own k and tau
+        DenseContrastiveLoss(DEFAULT_K if k is None else k, DEFAULT_TAU if tau is None else tau)
+
+
 class DenseContrastSegmentationTrainer(SegmentationTrainer):
     """Ultralytics' ``SegmentationTrainer`` with the dense contrastive loss attached to its model.
 
@@ -391,9 +443,13 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
     in plain Ultralytics without densecontrast. The projection head is a training-only part and is not in
     the checkpoints: a resumed run starts it afresh.
 
+    The options are checked by :meth:`with_options` and again when the trainer is built (before
+    Ultralytics creates its run directory), with the errors :func:`attach` raises.
+
     Raises:
-        ValueError: ``compile=True`` (Ultralytics then calls the network and the loss separately, which
-            the hooks cannot see).
+        TypeError: an option of the wrong type.
+        ValueError: a bad option value, or ``compile=True`` (Ultralytics then calls the network and the
+            loss separately, which the hooks cannot see).
     """
 
     dcl_weight: ClassVar[float] = 1.2
@@ -407,6 +463,7 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
     def __init__(
         self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: Any = None
     ) -> None:
+        _check_trainer_options({name: getattr(self, f"dcl_{name}") for name in _TRAINER_OPTIONS})
         super().__init__(cfg, overrides, _callbacks)
         if self.args.compile:
             raise ValueError(
@@ -423,10 +480,14 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
         ``output_size``, ``margin``, ``ignore_band``). For multi-GPU training (Ultralytics re-imports the
         trainer class in each process), define the subclass in an importable module instead.
         """
-        known = {"weight", "k", "tau", "features", "output_size", "margin", "ignore_band"}
-        unknown = set(options) - known
+        unknown = set(options) - set(_TRAINER_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown options {sorted(unknown)}; expected some of {sorted(known)}")
+            raise ValueError(
+                f"unknown options {sorted(unknown)}; expected some of {sorted(_TRAINER_OPTIONS)}"
+            )
+        _check_trainer_options(
+            {name: options.get(name, getattr(cls, f"dcl_{name}")) for name in _TRAINER_OPTIONS}
+        )
         attrs = {f"dcl_{name}": value for name, value in options.items()}
         return cast(type[DenseContrastSegmentationTrainer], type(cls.__name__, (cls,), attrs))
 
