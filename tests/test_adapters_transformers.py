@@ -7,10 +7,14 @@ per stage) and 32-channel heads on 32 x 48 images: no download, a fraction of a 
 from __future__ import annotations
 
 import copy
+import gc
 import os
+import weakref
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -245,7 +249,49 @@ def test_a_forward_without_labels_keeps_nothing(m2f: nn.Module) -> None:
     m2f.train()
     with attach(m2f) as handle:
         m2f(pixel_values=_batch()["pixel_values"])
-        assert not handle._feature_tap.captured and handle._pixel_mask is None
+        assert handle._feats is None and handle._pixel_mask is None and not handle._armed
+
+
+def test_a_training_call_of_the_inner_model_keeps_nothing(m2f: nn.Module) -> None:
+    m2f.train()
+    refs: list[weakref.ref[Tensor]] = []
+    layer = m2f.model.pixel_level_module.decoder.mask_projection
+    with attach(m2f) as handle:
+        tap = layer.register_forward_hook(lambda m, a, out: refs.append(weakref.ref(out)))
+        out = m2f.model(pixel_values=_batch()["pixel_values"])
+        tap.remove()
+        del out
+        gc.collect()
+        assert len(refs) == 1 and refs[0]() is None, "the inner call's mask features are still referenced"
+        assert handle._feats is None and not handle._armed
+
+
+def test_an_exception_in_the_criterion_releases_the_feature_map(m2f: nn.Module) -> None:
+    """When the step raises after the mask projection (an OOM, a bad target), the handle must not keep
+    the feature map, and with it the step's graph, alive."""
+    m2f.train()
+    refs: list[weakref.ref[Tensor]] = []
+    layer = m2f.model.pixel_level_module.decoder.mask_projection
+    with attach(m2f) as handle:
+        tap = layer.register_forward_hook(lambda m, a, out: refs.append(weakref.ref(out)))
+
+        def explode(module: nn.Module, args: Any, kwargs: Any) -> None:
+            raise RuntimeError("out of memory (simulated)")
+
+        boom = m2f.criterion.register_forward_pre_hook(explode, with_kwargs=True)
+        try:
+            with pytest.raises(RuntimeError, match="simulated") as raised:
+                m2f(**_batch())
+            del raised  # its traceback holds the step's frames
+        finally:
+            boom.remove()
+            tap.remove()
+        gc.collect()
+        assert len(refs) == 1, "the mask projection did not run: the test would prove nothing"
+        assert refs[0]() is None, "the interrupted step's feature map is still referenced"
+        assert handle._feats is None and handle._pixel_mask is None and not handle._armed
+        _, losses = _loss_dict(m2f, _batch())  # the next step runs normally
+        assert torch.isfinite(losses[LOSS_KEY])
 
 
 def test_deepcopy_carries_its_own_handle(m2f: nn.Module) -> None:
@@ -293,30 +339,82 @@ def test_processor_padding_is_never_foreground() -> None:
     assert int((masks[0][0] == 1).sum()) == 15 * 15 and int((masks[1][0] == 1).sum()) == 26 * 40
 
 
-def test_a_padded_batch_gives_the_unpadded_loss() -> None:
-    """Same samples, same features on the image: padding (255 labels, other features) changes nothing."""
+def _padded_scene() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Features and labels of a 64 x 96 image, and the same padded to 84 x 128 (features: the first
+    padded row and column replicate the edge, as RoIAlign's edge clamp reads it; the rest is noise).
+    Segment 1 touches the image's right and bottom edges, so an enlarged box reaches into the padding."""
     g = torch.Generator().manual_seed(3)
     h, w = 64, 96
     feats = torch.randn(1, 16, h // 4, w // 4, generator=g, dtype=torch.float64)
     labels = torch.zeros(2, h, w, dtype=torch.float64)
     labels[0, 6:30, 10:40] = 1
-    labels[1, 30:58, 50:88] = 1
-    classes = torch.tensor([1, 2])
+    labels[1, 30:64, 52:96] = 1
     padded_feats = torch.randn(1, 16, h // 4 + 5, w // 4 + 8, generator=g, dtype=torch.float64)
-    padded_feats[..., : h // 4, : w // 4] = feats
-    padded_labels = torch.full((2, h + 20, w + 32), 255.0, dtype=torch.float64)
-    padded_labels[:, :h, :w] = labels
+    padded_feats[..., : h // 4 + 1, : w // 4 + 1] = F.pad(feats, (0, 1, 0, 1), mode="replicate")
+    return feats, labels, padded_feats, torch.zeros(2, h + 20, w + 32, dtype=torch.float64)
+
+
+def test_a_padded_batch_gives_the_unpadded_loss() -> None:
+    """Same samples, same features on the image: 255 padding (or pixel_mask) changes nothing, while
+    0 padding without pixel_mask would turn the padding into negatives and change the loss."""
+    feats, labels, padded_feats, canvas = _padded_scene()
+    classes = torch.tensor([1, 2])
     crit = DenseContrastiveLoss(k=16, tau=0.1, in_channels=16).double()
 
-    def loss(f: Tensor, m: Tensor) -> Tensor:
-        rois = gt_box_rois(f, instance_masks([m], [classes]), margin=0.1)
+    def loss(f: Tensor, m: Tensor, pixel_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        rois = gt_box_rois(f, instance_masks([m], [classes], pixel_mask=pixel_mask), margin=0.3)
         torch.manual_seed(11)
-        return crit(rois.feats, rois.masks)
+        return crit(rois.feats, rois.masks).detach(), rois.masks
 
-    expected = loss(feats, labels)
-    got = loss(padded_feats, padded_labels)
-    assert expected > 0
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    h, w = labels.shape[-2:]
+    padded_255, padded_0 = canvas + 255.0, canvas.clone()
+    padded_255[:, :h, :w] = labels
+    padded_0[:, :h, :w] = labels
+    pixel_mask = torch.zeros(1, *canvas.shape[-2:], dtype=torch.int64)
+    pixel_mask[:, :h, :w] = 1
+
+    expected, expected_masks = loss(feats, labels)
+    assert expected > 0 and (expected_masks == -1).any()  # the enlarged box reaches past the image
+    for got, got_masks in (loss(padded_feats, padded_255), loss(padded_feats, padded_0, pixel_mask)):
+        assert torch.equal(got_masks, expected_masks)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    # The control: 0-padded labels without pixel_mask make the padding negatives.
+    unmasked, unmasked_masks = loss(padded_feats, padded_0)
+    assert not (unmasked_masks == -1).any()
+    assert abs(float(unmasked) - float(expected)) > 1e-3
+
+
+def test_label_padding_is_ignored_through_attach(m2f: nn.Module) -> None:
+    """In the model: the last 12 columns are padding (label 255, or 0 with a pixel_mask); segments that
+    touch the image's right edge get -1 there, as labels marked -1 (ignore) on the padding do."""
+    m2f.train()
+    batch = _batch()
+    received: list[Tensor] = []
+
+    class Recorder(nn.Module):
+        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
+            received.append(masks)
+            return feats.sum() * 0
+
+    image_w = W - 12
+    labels = [m[:, :, :image_w].clone() for m in batch["mask_labels"]]
+    labels[1][0, 10:H, 20:image_w] = 1  # against the right and bottom edges of the image
+    ignored = [F.pad(m, (0, 12), value=-1.0) for m in labels]
+    expected = gt_box_rois(torch.zeros(2, 1, H // 4, W // 4), ignored, margin=0.3).masks
+    assert (expected == -1).any()
+    padded_255 = [F.pad(m, (0, 12), value=255.0) for m in labels]
+    padded_0 = [F.pad(m, (0, 12), value=0.0) for m in labels]
+    pixel_mask = torch.ones(2, H, W, dtype=torch.int64)
+    pixel_mask[:, :, image_w:] = 0
+    with attach(m2f, criterion=Recorder(), margin=0.3):
+        _loss_dict(m2f, {**batch, "mask_labels": padded_255})
+        _loss_dict(m2f, {**batch, "mask_labels": padded_0, "pixel_mask": pixel_mask})
+        _loss_dict(m2f, {**batch, "mask_labels": padded_0})  # the control
+    assert len(received) == 3
+    assert torch.equal(received[0], expected) and torch.equal(received[1], expected)
+    # The control: without pixel_mask, 0-padded labels turn the padding into negatives (0 for -1).
+    assert ((received[2] == 0) & (expected == -1)).any()
+    assert not ((received[2] == -1) & (expected != -1)).any()
 
 
 def test_pixel_mask_is_applied_in_the_model(m2f: nn.Module) -> None:

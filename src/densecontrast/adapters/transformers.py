@@ -7,16 +7,20 @@ Mask2Former and MaskFormer have no proposals and no per-RoI mask head: every que
 of its embedding with the per-pixel mask features (B, D, H/4, W/4) that the pixel decoder's
 ``mask_projection`` produces. The loss runs on ground-truth-box RoIs of that map, as the paper does for
 one-stage models (:func:`~densecontrast.adapters.rois.gt_box_rois`). :func:`attach` registers the loss as
-the submodule ``model.dense_contrast`` and three hooks:
+the submodule ``model.dense_contrast`` and four hooks:
 
-- a forward pre-hook on the model keeps ``pixel_mask`` (padding) when it is passed;
+- a forward pre-hook on the model arms the capture when the call is a training forward with
+  ``mask_labels`` (and keeps ``pixel_mask``, the padding, when it is passed);
 - a forward hook on ``model.model.pixel_level_module.decoder.mask_projection`` (or ``layer``) keeps the
-  mask features of a training step;
+  mask features, only while armed (a training call of the inner ``model.model``, or one without labels,
+  keeps nothing);
 - a forward hook on ``model.criterion`` (``Mask2FormerLoss`` / ``MaskFormerLoss``, an ``nn.Module``)
   reads ``mask_labels`` and ``class_labels`` from its call, evaluates the loss and returns the criterion's
   loss dict with ``loss_dcl = weight * L`` added. The model sums every entry of that dict into
   ``outputs.loss`` (it scales only entries whose name contains one of its ``weight_dict`` keys), so
-  ``outputs.loss`` includes the term and ``transformers.Trainer`` trains on it with no custom step.
+  ``outputs.loss`` includes the term and ``transformers.Trainer`` trains on it with no custom step;
+- a forward hook on the model, always called (also when the forward raised), disarms and forgets what
+  the step captured.
 
 In eval mode nothing is captured or added, also when labels are passed (Trainer's evaluation loss stays
 the model's own).
@@ -30,7 +34,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ..taps import FeatureTap, resolve_module
+from ..taps import resolve_module
 from ._base import (
     AdapterHandle,
     build_criterion,
@@ -210,8 +214,10 @@ class DenseContrastHandle(AdapterHandle):
         self.last_loss: Tensor | None = None
         self.last_num_rois: int | None = None
         self._pixel_mask: Tensor | None = None
-        self._feature_tap = FeatureTap(layer, what="output", training_only=True)
+        self._armed = False  # True only inside a training forward of the model given mask_labels
+        self._feats: Any = None
         loss_module = cast(nn.Module, model.criterion)
+        self._add_hook(layer.register_forward_hook(self._on_layer_output))
         self._add_hook(model.register_forward_pre_hook(self._on_model_input, with_kwargs=True))
         self._add_hook(
             loss_module.register_forward_hook(self._on_criterion_output, with_kwargs=True, always_call=True)
@@ -219,14 +225,10 @@ class DenseContrastHandle(AdapterHandle):
         # Whatever a forward leaves captured (no labels, or an exception) is dropped when it ends.
         self._add_hook(model.register_forward_hook(self._on_model_output, always_call=True))
 
-    def remove(self) -> None:
-        """Remove every hook, the ``dense_contrast`` submodule and any captured value. Idempotent."""
-        self._feature_tap.remove()
-        super().remove()
-
     def _clear(self) -> None:
         self._pixel_mask = None
-        self._feature_tap.clear()
+        self._armed = False
+        self._feats = None
 
     def _repr_fields(self) -> list[str]:
         return [
@@ -238,9 +240,17 @@ class DenseContrastHandle(AdapterHandle):
 
     def _on_model_input(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._clear()  # drop anything an interrupted step left
-        if module.training:
+        mask_labels = kwargs.get("mask_labels", args[1] if len(args) > 1 else None)
+        # Only a training forward with labels computes the loss: only then is the feature map kept (a
+        # call of the inner model, or one without labels, must not leave it and its graph behind).
+        if module.training and mask_labels is not None:
+            self._armed = True
             pixel_mask = kwargs.get("pixel_mask", args[3] if len(args) > 3 else None)
             self._pixel_mask = pixel_mask if isinstance(pixel_mask, Tensor) else None
+
+    def _on_layer_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self._armed:
+            self._feats = output
 
     def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._clear()
@@ -248,7 +258,7 @@ class DenseContrastHandle(AdapterHandle):
     def _on_criterion_output(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> Any:
-        feats = self._feature_tap.pop()
+        feats, self._feats = self._feats, None
         pixel_mask, self._pixel_mask = self._pixel_mask, None
         # output is None when the criterion raised (this hook is always called).
         if not module.training or not isinstance(output, dict):
