@@ -311,3 +311,36 @@ def test_export_coco_loads_back(tmp_path, small: SyntheticInstances, items: list
         assert torch.equal(pixels, torch.round(image * 255).to(torch.uint8))
         masks = [mask_utils.decode(a["segmentation"]) for a in by_image[record["id"]]]
         assert torch.equal(torch.stack([torch.from_numpy(m) for m in masks]), target["masks"])
+
+
+# --- exporters in a worker process --------------------------------------------------------------
+
+
+def test_exporters_read_items_in_a_worker_and_write_the_same(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, small: SyntheticInstances
+) -> None:
+    """Forced through the worker path, export_coco writes exactly the in-process JSON and images, and
+    torch's thread count in this process is left alone."""
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("PIL")
+    import densecontrast._yolo_export as exporter
+
+    in_process = json.loads(json.dumps(small.coco_ground_truth()))
+    plain_root = small.export_coco(tmp_path / "plain")
+    loaders: list[object] = []
+
+    class CountingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs) -> None:
+            loaders.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(exporter, "WORKER_MIN_ITEMS", 2)
+    monkeypatch.setattr(exporter.torch.utils.data, "DataLoader", CountingLoader)
+    threads = torch.get_num_threads()
+    assert small.coco_ground_truth() == in_process
+    root = small.export_coco(tmp_path / "worker")
+    assert torch.get_num_threads() == threads
+    assert len(loaders) == 2 and all(k["num_workers"] == 1 and k["batch_size"] is None for k in loaders)
+    assert (root / "annotations.json").read_text() == (plain_root / "annotations.json").read_text()
+    for image in sorted((plain_root / "images").iterdir()):
+        assert (root / "images" / image.name).read_bytes() == image.read_bytes()

@@ -7,8 +7,8 @@ The layout (one folder per split)::
         images/train/000001.png   ...
         labels/train/000001.txt   one line per instance: class x1 y1 x2 y2 ... (polygon, normalised)
 
-Needs ``pillow`` (images) and ``opencv-python`` (mask contours); both come with
-``pip install 'densecontrast[ultralytics]'``.
+Needs ``pillow`` (images), ``opencv-python`` (mask contours) and ``ultralytics`` (joining a mask's parts
+into one polygon the way Ultralytics does); all come with ``pip install 'densecontrast[ultralytics]'``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,17 +24,45 @@ from torch import Tensor
 
 __all__ = ["export_yolo", "mask_to_polygon"]
 
+WORKER_MIN_ITEMS = 16
+"""From this many items on, exporters generate them in a DataLoader worker (see :func:`iterate_items`)."""
 
-def _imports() -> tuple[Any, Any]:
+
+def _imports() -> tuple[Any, Any, Any]:
     try:
         import cv2
         from PIL import Image
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        from ultralytics.data.converter import merge_multi_segment
+    except ImportError as err:
         raise ImportError(
-            "exporting to the YOLO format needs opencv-python and pillow; install them with "
-            "`pip install 'densecontrast[ultralytics]'`"
+            f"exporting to the YOLO format needs opencv-python, pillow and ultralytics ({err.name} is "
+            "missing); install them with `pip install 'densecontrast[ultralytics]'`"
         ) from err
-    return cv2, Image
+    return cv2, Image, merge_multi_segment
+
+
+def iterate_items(dataset: Any, *, min_items_for_worker: int | None = None) -> Iterator[Any]:
+    """The items ``dataset[0], dataset[1], ...`` in order, generated in a worker process when many.
+
+    Generating items in the main process runs torch with its default number of threads, which on a
+    loaded machine is far slower than one thread per item (oversubscription). DataLoader workers run
+    single-threaded, so from ``min_items_for_worker`` items on the items come from
+    ``DataLoader(dataset, batch_size=None, num_workers=1)``; torch's thread count in this process is left
+    as it is. Fewer items are read in place (starting a worker would cost more than it saves). The items
+    are the same either way, in the same order.
+
+    Args:
+        dataset: a map-style dataset (``len`` and integer indexing).
+        min_items_for_worker: the size from which a worker is used; None (default) reads
+            :data:`WORKER_MIN_ITEMS`.
+    """
+    threshold = WORKER_MIN_ITEMS if min_items_for_worker is None else min_items_for_worker
+    if len(dataset) >= threshold:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=1)
+        yield from loader
+    else:
+        for index in range(len(dataset)):
+            yield dataset[index]
 
 
 def mask_to_polygon(mask: Tensor) -> list[float]:
@@ -51,8 +79,7 @@ def mask_to_polygon(mask: Tensor) -> list[float]:
     Returns:
         The flat list of normalised coordinates (empty for an empty mask).
     """
-    cv2, _ = _imports()
-    from ultralytics.data.converter import merge_multi_segment
+    cv2, _, merge_multi_segment = _imports()
 
     array = (mask != 0).to(torch.uint8).cpu().numpy()
     height, width = array.shape
@@ -72,23 +99,33 @@ def mask_to_polygon(mask: Tensor) -> list[float]:
     return [float(v) for xy in zip(xs.tolist(), ys.tolist()) for v in xy]
 
 
-def _write_split(dataset: Any, root: pathlib.Path, split: str) -> int:
-    _, image_cls = _imports()
+def _write_split(dataset: Any, root: pathlib.Path, split: str, num_classes: int | None) -> int:
+    """Write one split; returns the largest label seen (0 for none). Labels must lie in [1, num_classes]."""
+    _, image_cls, _ = _imports()
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
-    for index in range(len(dataset)):
-        image, target = dataset[index]
+    top = 0
+    for index, (image, target) in enumerate(iterate_items(dataset)):
+        values = [int(v) for v in target["labels"].tolist()]
+        bad = [v for v in values if v < 1 or (num_classes is not None and v > num_classes)]
+        if bad:
+            expected = f"[1, {num_classes}]" if num_classes is not None else ">= 1"
+            raise ValueError(
+                f"{split} image {index}: labels must lie in {expected} (categories numbered from 1; YOLO "
+                f"class = label - 1); got {sorted(set(bad))}"
+            )
+        top = max([top, *values])
         stem = f"{index + 1:06d}"
         pixels = torch.round(image.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).contiguous()
         image_cls.fromarray(pixels.numpy()).save(images / f"{stem}.png")
         lines = []
-        for mask, label in zip(target["masks"], target["labels"].tolist()):
+        for mask, label in zip(target["masks"], values):
             polygon = mask_to_polygon(mask)
             if len(polygon) >= 6:  # at least three points
-                lines.append(" ".join([str(int(label) - 1), *(f"{v:.6f}" for v in polygon)]))
+                lines.append(" ".join([str(label - 1), *(f"{v:.6f}" for v in polygon)]))
         (labels / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    return len(dataset)
+    return top
 
 
 def export_yolo(
@@ -108,10 +145,17 @@ def export_yolo(
         val_dataset: the validation split; None writes ``dataset`` as both splits' source (``val``
             points at the training images).
         names: the class names, index ``label - 1``; default ``dataset.categories``' names, else
-            ``class0``, ``class1``, ...
+            ``class0``, ``class1``, ... up to the largest label.
 
     Returns:
         The path of ``data.yaml``, to pass as ``YOLO(...).train(data=...)``.
+
+    Raises:
+        ValueError: a label outside ``[1, len(names)]`` (the message names the split and image index).
+        ImportError: opencv-python, pillow or ultralytics missing.
+
+    From :data:`WORKER_MIN_ITEMS` items on, the items are generated in a DataLoader worker process
+    (:func:`iterate_items`); the files are the same either way.
 
     Examples:
         >>> import tempfile
@@ -121,21 +165,18 @@ def export_yolo(
         >>> sorted(p.name for p in (path.parent / "labels" / "train").iterdir())
         ['000001.txt', '000002.txt']
     """
+    _imports()  # fail before writing anything
     root = pathlib.Path(root).resolve()
     if names is None:
         categories = getattr(dataset, "categories", None)
         if categories:
             names = [str(c["name"]) for c in sorted(categories, key=lambda c: c["id"])]
-        else:
-            top = [
-                int(t["labels"].max())
-                for _, t in (dataset[i] for i in range(len(dataset)))
-                if len(t["labels"])
-            ]
-            names = [f"class{i}" for i in range(max(top, default=1))]
-    _write_split(dataset, root, "train")
+    num_classes = None if names is None else len(names)
+    top = _write_split(dataset, root, "train", num_classes)
     if val_dataset is not None:
-        _write_split(val_dataset, root, "val")
+        top = max(top, _write_split(val_dataset, root, "val", num_classes))
+    if names is None:
+        names = [f"class{i}" for i in range(max(top, 1))]
     val = "images/val" if val_dataset is not None else "images/train"
     lines = [
         f"path: {json.dumps(str(root))}",

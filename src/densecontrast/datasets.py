@@ -22,7 +22,7 @@ from torch import Tensor
 from ._scenes import MIN_VISIBLE_AREA as MIN_VISIBLE_AREA  # re-exported: the docs name it here
 from ._scenes import SHAPE_FAMILIES, Scene, generate, item_seed
 from ._validation import check_int, check_positive_int
-from ._yolo_export import export_yolo
+from ._yolo_export import export_yolo, iterate_items
 
 __all__ = ["SyntheticInstances", "collate_detection", "export_yolo"]
 
@@ -153,7 +153,8 @@ class SyntheticInstances(torch.utils.data.Dataset):
         Written by :func:`densecontrast.analysis.coco_from_targets`, so it needs the ``analysis`` extra
         (numpy, pycocotools). Image ``i`` has id ``i + 1`` and file name ``{i + 1:06d}.png``; annotation ids
         start at 1; ``area`` is the visible pixel count and ``bbox`` the visible mask's
-        ``[x, y, width, height]``.
+        ``[x, y, width, height]``. From 16 items on, the items are generated in a DataLoader worker process
+        (single-threaded, so fast on a loaded machine); the result is the same.
         """
         return self._coco(None)
 
@@ -200,8 +201,8 @@ class SyntheticInstances(torch.utils.data.Dataset):
 
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
-        for i in range(self.length):
-            image, target = self[i]
+        # Many items come from a single-threaded worker process (see iterate_items): same items, in order.
+        for image, target in iterate_items(self):
             image_id = int(target["image_id"])
             file_name = f"{image_id:06d}.png"
             if save is not None:
