@@ -102,17 +102,18 @@ def check_size_pair(name: str, value: object) -> tuple[int, int]:
         raise TypeError(
             f"{name} must be a positive int or a pair (h, w) of them; got {value!r} ({type(value).__name__})"
         )
-    pair = (value, value) if is_int else tuple(value)  # type: ignore[arg-type]
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {len(pair)} values")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    items: tuple[object, ...] = (value, value) if is_int else tuple(value)  # type: ignore[arg-type]
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {len(items)} values")
+    ints = [v for v in items if isinstance(v, int) and not isinstance(v, bool)]
+    if len(ints) != 2:
         raise TypeError(
             f"{name} must be a positive int or a pair (h, w) of them; got {value!r} with "
-            f"{', '.join(type(v).__name__ for v in pair)}"
+            f"{', '.join(type(v).__name__ for v in items)}"
         )
-    if not all(v > 0 for v in pair):
+    if not all(v > 0 for v in ints):
         raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {value!r}")
-    return int(pair[0]), int(pair[1])
+    return ints[0], ints[1]
 
 
 def check_output_size(output_size: object) -> tuple[int, int]:
