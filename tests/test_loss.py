@@ -268,7 +268,7 @@ def test_bad_samples() -> None:
 
 def test_projector_channel_mismatch_is_explained() -> None:
     feats, masks = make_batch(c=6, dtype=torch.float32)
-    with pytest.raises(ValueError, match="for in_channels=4"):
+    with pytest.raises(ValueError, match=r"feats must have 4 channels for the projector.s in_channels=4"):
         DenseContrastiveLoss(k=4, in_channels=4)(feats, masks)
 
 

@@ -56,6 +56,15 @@ class ProjectionHead(nn.Module):
         # In place: fc1's backward does not need its output, and it saves a buffer of the size of x.
         return self.fc2(F.relu(self.fc1(x), inplace=True))
 
+    def _forward_channels_first(self, x: Tensor) -> Tensor:
+        """The head on channels-first rows (R, C, N) -> (R, D, N), as two 1x1 convolutions.
+
+        The same numbers as :meth:`forward` on ``x.transpose(1, 2)``; the loss uses it on its gathered
+        rows because one convolution's backward returns the input, weight and bias gradients at once.
+        """
+        hidden = F.conv1d(x, self.fc1.weight[:, :, None], self.fc1.bias)
+        return F.conv1d(F.relu(hidden, inplace=True), self.fc2.weight[:, :, None], self.fc2.bias)
+
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
 
