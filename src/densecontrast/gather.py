@@ -124,7 +124,7 @@ def _check_gather_args(feats: Tensor, index: Tensor) -> None:
         )
     if feats.shape[2] * feats.shape[3] == 0 and index.shape[1] > 0:
         raise ValueError(
-            f"feats has an empty H x W grid ({shape_str(feats.shape)}), so index {shape_str(index.shape)} "
+            f"feats {shape_str(feats.shape)} has an empty H x W grid, so index {shape_str(index.shape)} "
             "cannot name a pixel"
         )
     check_same_device(feats=feats, index=index)
