@@ -14,7 +14,7 @@ from torch import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
 MIN_TAU = 2.0 / torch.finfo(torch.float32).max
-"""The smallest temperature: similarities / tau and their differences (up to 2 / tau) stay finite in float32."""
+"""The smallest temperature: similarities / tau and their differences (up to 2 / tau) stay finite."""
 
 
 def check_tensor(name: str, value: object) -> Tensor:
