@@ -144,7 +144,10 @@ class _InfoNCE(torch.autograd.Function):
         # d lse / d s_neg is the softmax over negatives; the positives' columns are overwritten next.
         d_sim = torch.exp(sim - lse)
         d_sim[..., p:].mul_(d_margin.sum(-1, keepdim=True))
-        torch.neg(d_margin, out=d_sim[..., :p])
+        if torch.compiler.is_compiling():
+            d_sim[..., :p] = -d_margin  # dynamo does not trace out= into a view; inductor fuses this anyway
+        else:
+            torch.neg(d_margin, out=d_sim[..., :p])
         zhat = z / norm
         anchors, keys = zhat[:, :, :a], zhat[:, :, a:]
         scale = 1.0 / (a * p * config.tau)

@@ -116,7 +116,11 @@ def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
     """The projector on channels-first rows (R, C, N) -> (R, D, N)."""
     if projector is None:
         return rows
-    if isinstance(projector, ProjectionHead) and type(projector).forward is ProjectionHead.forward:
+    if (
+        isinstance(projector, ProjectionHead)
+        and type(projector).forward is ProjectionHead.forward
+        and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
+    ):
         return projector._forward_channels_first(rows)
     out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
     return out.transpose(1, 2)
