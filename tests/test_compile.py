@@ -75,7 +75,7 @@ def test_zero_and_one_rois_and_every_reduction_compile(reduction: str) -> None:
 
 @pytest.mark.slow
 def test_dynamic_r_inductor_equals_eager_with_sampling() -> None:
-    """Inductor on the CPU, fullgraph, sampling inside the graph (inductor's RNG made eager's for the check)."""
+    """Inductor on the CPU, fullgraph, sampling in the graph (inductor's RNG set to eager's for the check)."""
     torch._dynamo.reset()
     crit = DenseContrastiveLoss(k=8, tau=0.1, in_channels=16)
     counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
