@@ -120,6 +120,7 @@ def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
         isinstance(projector, ProjectionHead)
         and type(projector).forward is ProjectionHead.forward
         and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
+        and rows.dtype != torch.float64  # no fast float64 convolution on the CPU
     ):
         return projector._forward_channels_first(rows)
     out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
