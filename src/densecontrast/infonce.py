@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._validation import (
@@ -39,25 +38,36 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _roi_weights(valid: Tensor | None, reduction: str, dtype: torch.dtype) -> Tensor | None:
-    """Per-RoI weights (R,) of the reduction: valid / max(#valid, 1) for "mean", else valid as 0 / 1."""
+def _roi_weights(
+    valid: Tensor | None, reduction: str, dtype: torch.dtype
+) -> tuple[Tensor | None, Tensor | None]:
+    """Per-RoI weights (R,) of the reduction and, for "mean", the clamped count of valid RoIs.
+
+    "mean": valid / max(#valid, 1), a device computation (no host round trip); else valid as 0 / 1.
+    """
     if valid is None:
-        return None
+        return None, None
     if reduction == "mean":
-        count = valid.sum(dtype=dtype).clamp_min_(1.0)  # a device scalar: no host round trip
-        return valid / count
-    return valid.to(dtype)
+        count = valid.sum(dtype=dtype).clamp_min_(1.0)
+        return valid / count, count
+    return valid.to(dtype), None
 
 
-def _reduce(per_roi: Tensor, weights: Tensor | None, reduction: str) -> Tensor:
+def _reduce_negated(
+    neg_per_roi: Tensor, weights: Tensor | None, count: Tensor | None, reduction: str
+) -> Tensor:
+    """The reduction of ``-neg_per_roi`` (R,) with the weights of :func:`_roi_weights`."""
     if weights is None:
         if reduction == "none":
-            return per_roi
-        total = per_roi.sum()
-        return total if reduction == "sum" else total / max(per_roi.shape[0], 1)
+            return -neg_per_roi
+        total = -neg_per_roi.sum()
+        return total if reduction == "sum" else total / max(neg_per_roi.shape[0], 1)
     if reduction == "none":
-        return per_roi * weights
-    return torch.dot(per_roi, weights)
+        return -(neg_per_roi * weights)
+    if count is not None:
+        # -sum(w * x) in one GEMV; beta=0 ignores its input (count, a broadcastable scalar).
+        return torch.addmv(count, neg_per_roi.unsqueeze(0), weights, beta=0.0, alpha=-1.0).squeeze(0)
+    return -torch.dot(neg_per_roi, weights)
 
 
 def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: int) -> Tensor:
@@ -69,19 +79,24 @@ def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: in
     return grad.expand(num_rois) if reduction == "sum" else grad
 
 
+def _batched(zhat: Tensor, num_anchors: int) -> tuple[Tensor, Tensor]:
+    """Anchors and keys of (D, R, M) unit features as (R, D, A) and (R, D, P + Q) views."""
+    return zhat[:, :, :num_anchors].transpose(0, 1), zhat[:, :, num_anchors:].transpose(0, 1)
+
+
 def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Norms (R, 1, M), unit features (R, D, M) and anchor similarities / tau (R, A, M - A)."""
-    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min_(_EPS)
+    """Norms (1, R, M), unit features (D, R, M) and anchor similarities / tau (R, A, M - A)."""
+    norm = torch.linalg.vector_norm(z, dim=0, keepdim=True).clamp_min_(_EPS)
     zhat = z / norm
+    anchors, keys = _batched(zhat, num_anchors)
     # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
-    sim = torch.baddbmm(
-        norm[:, :, :1],
-        zhat[:, :, :num_anchors].transpose(1, 2),
-        zhat[:, :, num_anchors:],
-        beta=0.0,
-        alpha=1.0 / tau,
-    )
+    sim = torch.baddbmm(_ignored(norm), anchors.transpose(1, 2), keys, beta=0.0, alpha=1.0 / tau)
     return norm, zhat, sim
+
+
+def _ignored(norm: Tensor) -> Tensor:
+    """A (R, 1, 1) view to pass as the ignored input of ``baddbmm(..., beta=0)``."""
+    return norm[:, :, :1].transpose(0, 1)
 
 
 class _Config(NamedTuple):
@@ -95,67 +110,74 @@ class _Config(NamedTuple):
 
 def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config: _Config) -> Tensor:
     """The gradient of :class:`_InfoNCE` written with plain autograd ops, for double backward."""
-    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(_EPS)
+    norm = torch.linalg.vector_norm(z, dim=0, keepdim=True).clamp_min(_EPS)
     zhat = z / norm
-    anchors, keys = zhat[:, :, : config.anchors], zhat[:, :, config.anchors :]
+    anchors, keys = _batched(zhat, config.anchors)
     sim = torch.bmm(anchors.transpose(1, 2), keys) / config.tau
     s_pos, s_neg = sim[..., : config.positives], sim[..., config.positives :]
     lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)
-    roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+    roi = _roi_grad(grad, weights, config.reduction, z.shape[1]).reshape(-1, 1, 1)
     d_margin = torch.sigmoid(lse - s_pos) * roi / (config.anchors * config.positives)
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
-    d_zhat = torch.cat([torch.bmm(keys, d_sim.transpose(1, 2)), torch.bmm(anchors, d_sim)], dim=2)
-    radial = (d_zhat * zhat).sum(1, keepdim=True)
+    d_anchors = torch.bmm(keys, d_sim.transpose(1, 2))  # (R, D, A)
+    d_keys = torch.bmm(anchors, d_sim)  # (R, D, P + Q)
+    d_zhat = torch.cat([d_anchors, d_keys], dim=2).transpose(0, 1)
+    radial = (d_zhat * zhat).sum(0, keepdim=True)
     return (d_zhat - zhat * radial) / norm
 
 
 class _InfoNCE(torch.autograd.Function):
     """Normalise, score, infoNCE and reduce over RoIs in one node, with a hand-written backward.
 
-    ``z`` is channels-first, (R, D, A + P + Q). Autograd of the plain expression would write several
-    full-size buffers in the backward (a zero-filled gradient per slice of ``z``, the normalisation's
-    chain of elementwise ops); this backward writes one and updates it in place. When a graph is built
-    through the backward (``create_graph=True``), it is recomputed with plain autograd ops instead, so
-    second derivatives are exact.
+    ``z`` is channels-first, (D, R, A + P + Q). Per pair the loss is softplus(lse - s_pos) =
+    -logsigmoid(s_pos - lse); the forward keeps ``s - lse`` for all columns, so the backward's softmax
+    over negatives is one ``exp``. Autograd of the plain expression would write several full-size
+    buffers in the backward (a zero-filled gradient per slice of ``z``, the normalisation's chain of
+    elementwise ops); this backward writes one and updates it in place. When a graph is built through
+    the backward (``create_graph=True``), it is recomputed with plain autograd ops instead, so second
+    derivatives are exact.
     """
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
-        norm, _, sim = _similarities(z, config.anchors, config.tau)
+        norm, zhat, sim = _similarities(z, config.anchors, config.tau)
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
-        margin = lse - sim[..., : config.positives]  # (R, A, P)
-        per_roi = F.softplus(margin).mean(dim=(1, 2))
-        weights = _roi_weights(valid, config.reduction, per_roi.dtype)
-        ctx.save_for_backward(z, norm, sim, lse, margin, weights)
+        shifted = sim - lse  # (R, A, P + Q): s - lse
+        logsig, buffer = torch.ops.aten.log_sigmoid_forward(shifted[..., : config.positives])
+        neg_per_roi = logsig.mean(dim=(1, 2))  # minus the per-RoI loss
+        weights, count = _roi_weights(valid, config.reduction, neg_per_roi.dtype)
+        ctx.save_for_backward(z, zhat, norm, shifted, buffer, weights)
         ctx.config = config
-        return _reduce(per_roi, weights, config.reduction)
+        return _reduce_negated(neg_per_roi, weights, count, config.reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        z, norm, sim, lse, margin, weights = ctx.saved_tensors
+        z, zhat, norm, shifted, buffer, weights = ctx.saved_tensors
         config: _Config = ctx.config
         if torch.is_grad_enabled():
             return _differentiable_grad(z, grad, weights, config), None, None
         a, p = config.anchors, config.positives
-        roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
-        # d per-RoI sum / d margin = sigmoid(margin), scaled by the RoI's gradient (1/(A P tau) comes later).
-        d_margin = torch.ops.aten.softplus_backward(roi, margin, 1.0, _SOFTPLUS_THRESHOLD)
-        # d lse / d s_neg is the softmax over negatives; the positives' columns are overwritten next.
-        d_sim = torch.exp(sim - lse)
-        d_sim[..., p:].mul_(d_margin.sum(-1, keepdim=True))
+        s_pos = shifted[..., :p]
+        roi = _roi_grad(grad, weights, config.reduction, z.shape[1]).reshape(-1, 1, 1)
+        # d loss / d (s_pos - lse) = -roi * sigmoid(lse - s_pos) / (A P); 1/(A P tau) comes in the GEMMs.
+        d_pos = torch.ops.aten.log_sigmoid_backward(roi.expand_as(s_pos), s_pos, buffer)
+        # d lse / d s_neg is the softmax over negatives, exp(s - lse); the positives' columns are
+        # overwritten next.
+        d_sim = torch.exp(shifted)
+        d_sim[..., p:].mul_(d_pos.sum(-1, keepdim=True))
         if torch.compiler.is_compiling():
-            d_sim[..., :p] = -d_margin  # dynamo does not trace out= into a view; inductor fuses this anyway
+            d_sim[..., :p] = -d_pos  # dynamo does not trace out= into a view; inductor fuses this anyway
         else:
-            torch.neg(d_margin, out=d_sim[..., :p])
-        zhat = z / norm
-        anchors, keys = zhat[:, :, :a], zhat[:, :, a:]
+            torch.neg(d_pos, out=d_sim[..., :p])
+        anchors, keys = _batched(zhat, a)
         scale = 1.0 / (a * p * config.tau)
-        d_anchors = torch.baddbmm(norm[:, :, :1], keys, d_sim.transpose(1, 2), beta=0.0, alpha=scale)
-        d_keys = torch.baddbmm(norm[:, :, :1], anchors, d_sim, beta=0.0, alpha=scale)
-        d_zhat = torch.cat([d_anchors, d_keys], dim=2)
+        ignored = _ignored(norm)
+        d_anchors = torch.baddbmm(ignored, keys, d_sim.transpose(1, 2), beta=0.0, alpha=scale)
+        d_keys = torch.baddbmm(ignored, anchors, d_sim, beta=0.0, alpha=scale)
+        d_zhat = torch.cat([d_anchors.transpose(0, 1), d_keys.transpose(0, 1)], dim=2)  # (D, R, M)
         # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
-        radial = (d_zhat * zhat).sum(1, keepdim=True)
+        radial = (d_zhat * zhat).sum(0, keepdim=True)
         return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None
 
 
@@ -167,7 +189,7 @@ def _info_nce(
     tau: float,
     reduction: str,
 ) -> Tensor:
-    """The infoNCE kernel (arguments already checked) on channels-first samples z (R, D, A + P + Q).
+    """The infoNCE kernel (arguments already checked) on channels-first samples z (D, R, A + P + Q).
 
     Runs outside autocast in float32 (float64 stays float64). Returns the reduced loss: (R,) for
     ``"none"`` (zero at invalid RoIs), else a scalar. With ``valid`` given, the features of invalid RoIs
@@ -179,7 +201,8 @@ def _info_nce(
             z = z.to(dtype)
         if z.shape[2] == num_anchors + num_positives:
             # No negatives: every term is -log(1) = 0; keep the graph.
-            return _reduce(z.sum(dim=(1, 2)) * 0.0, _roi_weights(valid, reduction, dtype), reduction)
+            weights, count = _roi_weights(valid, reduction, dtype)
+            return _reduce_negated(z.sum(dim=(0, 2)) * 0.0, weights, count, reduction)
         config = _Config(num_anchors, num_positives, tau, reduction)
         out: Tensor = _InfoNCE.apply(z, valid, config)
         return out
@@ -247,4 +270,4 @@ def dense_info_nce(
         )
     dtype = torch.promote_types(torch.promote_types(anchors.dtype, positives.dtype), negatives.dtype)
     z = torch.cat([anchors.to(dtype), positives.to(dtype), negatives.to(dtype)], dim=1)  # (R, M, D)
-    return _info_nce(z.transpose(1, 2), None, a, positives.shape[1], tau, reduction)
+    return _info_nce(z.permute(2, 0, 1), None, a, positives.shape[1], tau, reduction)

@@ -113,18 +113,13 @@ def _check_samples(
 
 
 def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
-    """The projector on channels-first rows (R, C, N) -> (R, D, N)."""
+    """The projector on channels-first rows (C, R, N) -> (D, R, N)."""
     if projector is None:
         return rows
-    if (
-        isinstance(projector, ProjectionHead)
-        and type(projector).forward is ProjectionHead.forward
-        and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
-        and rows.dtype != torch.float64  # no fast float64 convolution on the CPU
-    ):
+    if isinstance(projector, ProjectionHead) and type(projector).forward is ProjectionHead.forward:
         return projector._forward_channels_first(rows)
-    out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
-    return out.transpose(1, 2)
+    out: Tensor = projector(rows.permute(1, 2, 0))  # any module mapping (..., C) to (..., D)
+    return out.permute(2, 0, 1)
 
 
 def _dense_contrastive(
@@ -174,7 +169,7 @@ def _no_valid_roi(
     r, c, h, w = feats.shape
     valid = torch.zeros(r, dtype=torch.bool, device=feats.device)
     if h * w == 0:
-        rows = feats.sum(dim=(2, 3)).unsqueeze(2).expand(r, c, 3)  # an empty sum: exact zeros
+        rows = feats.sum(dim=(2, 3)).t().unsqueeze(2).expand(c, r, 3)  # an empty sum: exact zeros
         feats_out = feats
     else:
         index = torch.zeros((), dtype=torch.int64, device=feats.device).expand(r, 3)
@@ -334,8 +329,8 @@ def loss_from_rows(
             f"(anchors {shape_str(samples.anchors.shape)}, positives {shape_str(samples.positives.shape)}, "
             f"negatives {shape_str(samples.negatives.shape)}); got rows {shape_str(rows.shape)}"
         )
-    valid = samples.valid.view(-1, 1, 1)
-    channels_first = torch.where(valid, rows.transpose(1, 2), valid)  # invalid RoIs: exact zeros
+    valid = samples.valid.view(1, -1, 1)
+    channels_first = torch.where(valid, rows.permute(2, 0, 1), valid)  # invalid RoIs: exact zeros
     z = _project(channels_first, projector)
     return _info_nce(z, samples.valid, num_anchors, num_positives, tau, reduction)
 

@@ -9,6 +9,7 @@ gives the same loss for a fraction of the work.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -57,13 +58,15 @@ class ProjectionHead(nn.Module):
         return self.fc2(F.relu(self.fc1(x), inplace=True))
 
     def _forward_channels_first(self, x: Tensor) -> Tensor:
-        """The head on channels-first rows (R, C, N) -> (R, D, N), as two 1x1 convolutions.
+        """The head on channels-first rows (C, ...) -> (D, ...): one GEMM per layer, ``W @ x + b``.
 
-        The same numbers as :meth:`forward` on ``x.transpose(1, 2)``; the loss uses it on its gathered
-        rows because one convolution's backward returns the input, weight and bias gradients at once.
+        The same numbers as :meth:`forward` on the rows, for the loss's (C, R, N) layout.
         """
-        hidden = F.conv1d(x, self.fc1.weight[:, :, None], self.fc1.bias)
-        return F.conv1d(F.relu(hidden, inplace=True), self.fc2.weight[:, :, None], self.fc2.bias)
+        rest = x.shape[1:]
+        flat = x.reshape(x.shape[0], -1)
+        hidden = torch.addmm(self.fc1.bias.unsqueeze(1), self.fc1.weight, flat)
+        out = torch.addmm(self.fc2.bias.unsqueeze(1), self.fc2.weight, F.relu(hidden, inplace=True))
+        return out.view(out.shape[0], *rest)
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
