@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _reference import reference_loss
+from _reference import autograd_loss, reference_loss
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from densecontrast import DenseContrastiveLoss, PixelSamples, dense_contrastive_loss, sample_pixels
@@ -126,12 +127,30 @@ def test_mean_is_over_valid_rois_and_sum_is_their_sum() -> None:
     torch.testing.assert_close(mean, per_roi.sum() / 4)
 
 
-def test_ignore_pixels_and_integer_masks() -> None:
-    feats, masks = make_batch(dtype=torch.float32)
-    int_masks = masks.to(torch.int8)
-    int_masks[:, 0, :] = -1
-    loss = DenseContrastiveLoss(k=4)(feats, int_masks, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.float32])
+def test_ignore_pixels_and_integer_masks_match_the_reference(dtype: torch.dtype) -> None:
+    feats, masks = make_batch()
+    coded = masks.to(dtype)
+    coded[:, 0, :] = -1  # a row of ignore pixels in every RoI
+    coded[1, 1:, :] = -1  # RoI 1: instance pixels only, no background left -> invalid
+    torch.manual_seed(0)
+    crit = DenseContrastiveLoss(k=3, tau=0.2, in_channels=6, proj_channels=5).double()
+    out = crit(feats, coded, generator=torch.Generator().manual_seed(3))
+    samples = sample_pixels(coded, 3, generator=torch.Generator().manual_seed(3))
+    assert samples.valid.tolist() == [True, False, True, True, True]
+    flat = coded.flatten(1)
+    for index, value in ((samples.anchors, 1), (samples.positives, 1), (samples.negatives, 0)):
+        assert bool((flat.gather(1, index)[samples.valid] == value).all())  # -1 is never sampled
+    expected = reference_loss(feats, *samples, tau=0.2, projector=crit.projector)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_integer_masks_without_ignore_equal_bool_masks() -> None:
+    feats, masks = make_batch()
+    crit = DenseContrastiveLoss(k=3, tau=0.2).double()
+    by_bool = crit(feats, masks, generator=torch.Generator().manual_seed(1))
+    for dtype in (torch.uint8, torch.int64, torch.float64):
+        assert torch.equal(crit(feats, masks.to(dtype), generator=torch.Generator().manual_seed(1)), by_bool)
 
 
 def test_bf16_autocast_small_tau_large_norms_finite() -> None:
@@ -176,8 +195,36 @@ def test_repr_and_attributes() -> None:
         False,
         None,
     )
-    assert "k=32, tau=0.07" in repr(crit)
-    assert DenseContrastiveLoss(in_channels=256).projector.fc2.out_features == 256
+    assert repr(crit) == (
+        "DenseContrastiveLoss(k=32, tau=0.07, similarity=cosine, replacement=False, reduction='mean')"
+    )
+    learned = DenseContrastiveLoss(in_channels=256)
+    assert learned.projector.fc2.out_features == 256
+    assert "similarity=projector" in repr(
+        learned
+    ) and "(projector): ProjectionHead(256 -> 256 -> 256)" in repr(learned)
+    assert DenseContrastiveLoss.__doc__ is not None and "weaker variant" in DenseContrastiveLoss.__doc__[:400]
+
+
+def test_any_projector_module() -> None:
+    """projector= takes any module mapping (..., C) to (..., D), as the function does."""
+    feats, masks = make_batch()
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 4)).double()
+    samples = sample_pixels(masks, 3, generator=torch.Generator().manual_seed(0))
+    crit = DenseContrastiveLoss(k=3, tau=0.3, projector=mlp)
+    assert crit.projector is mlp and "similarity=projector" in repr(crit)
+    out = crit(feats, masks, samples=samples)
+    torch.testing.assert_close(
+        out, dense_contrastive_loss(feats, masks, k=3, tau=0.3, projector=mlp, samples=samples)
+    )
+    torch.testing.assert_close(
+        out, autograd_loss(feats, *samples, tau=0.3, projector=mlp), rtol=1e-10, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="pass either in_channels .* or projector"):
+        DenseContrastiveLoss(in_channels=6, projector=mlp)
+    with pytest.raises(TypeError, match="projector must be None or an nn.Module"):
+        DenseContrastiveLoss(projector=torch.tanh)  # type: ignore[arg-type]
 
 
 F = torch.randn(2, 3, 8, 8)
