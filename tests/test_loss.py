@@ -219,9 +219,9 @@ def test_any_projector_module() -> None:
     torch.testing.assert_close(
         out, autograd_loss(feats, *samples, tau=0.3, projector=mlp), rtol=1e-10, atol=1e-12
     )
-    with pytest.raises(ValueError, match="pass either in_channels .* or projector"):
+    with pytest.raises(ValueError, match=r"pass either in_channels .* or projector"):
         DenseContrastiveLoss(in_channels=6, projector=mlp)
-    with pytest.raises(TypeError, match="projector must be None or an nn.Module"):
+    with pytest.raises(TypeError, match=r"projector must be None or an nn\.Module"):
         DenseContrastiveLoss(projector=torch.tanh)  # type: ignore[arg-type]
 
 
