@@ -75,7 +75,7 @@ def floor_step(num_rois: int, device: torch.device):
     return step
 
 
-def alternate(steps: dict, rounds: int, warmup: int = 3) -> dict[str, float]:
+def alternate(steps: dict, rounds: int, warmup: int = 3, clock=time.perf_counter) -> dict[str, float]:
     """Time each step once per round, in an order that rotates every round; medians and ratios."""
     names = list(steps)
     for _ in range(warmup):
@@ -84,9 +84,9 @@ def alternate(steps: dict, rounds: int, warmup: int = 3) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            start = time.perf_counter()
+            start = clock()
             steps[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     out: dict[str, float] = {"rounds": rounds}
     for name in names:
         out[f"{name}_median_s"] = statistics.median(times[name])
@@ -107,6 +107,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the process's CPU time (steadier on a loaded CPU; meaningless for CUDA)",
+    )
+    parser.add_argument(
         "--baseline-src", type=Path, help="a src/ folder with another densecontrast to compare"
     )
     args = parser.parse_args()
@@ -119,7 +125,9 @@ def main() -> None:
         steps = {"ours": loss_step(r, device), "floor": floor_step(r, device)}
         if baseline is not None:
             steps["baseline"] = loss_step(r, device, baseline.DenseContrastiveLoss)
-        res = alternate(steps, args.rounds)
+        res = alternate(
+            steps, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter
+        )
         results[str(r)] = res
         line = f"R={r:5d}  floor {1e3 * res['floor_median_s']:8.2f} ms"
         for name in steps:
