@@ -79,24 +79,19 @@ def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: in
     return grad.expand(num_rois) if reduction == "sum" else grad
 
 
-def _batched(zhat: Tensor, num_anchors: int) -> tuple[Tensor, Tensor]:
-    """Anchors and keys of (D, R, M) unit features as (R, D, A) and (R, D, P + Q) views."""
-    return zhat[:, :, :num_anchors].transpose(0, 1), zhat[:, :, num_anchors:].transpose(0, 1)
-
-
 def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Norms (1, R, M), unit features (D, R, M) and anchor similarities / tau (R, A, M - A)."""
-    norm = torch.linalg.vector_norm(z, dim=0, keepdim=True).clamp_min_(_EPS)
+    """Norms (R, M, 1), unit features (R, M, D) and anchor similarities / tau (R, A, M - A)."""
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_EPS)
     zhat = z / norm
-    anchors, keys = _batched(zhat, num_anchors)
+    anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
     # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
-    sim = torch.baddbmm(_ignored(norm), anchors.transpose(1, 2), keys, beta=0.0, alpha=1.0 / tau)
+    sim = torch.baddbmm(_ignored(norm), anchors, keys.transpose(1, 2), beta=0.0, alpha=1.0 / tau)
     return norm, zhat, sim
 
 
 def _ignored(norm: Tensor) -> Tensor:
     """A (R, 1, 1) view to pass as the ignored input of ``baddbmm(..., beta=0)``."""
-    return norm[:, :, :1].transpose(0, 1)
+    return norm[:, :1]
 
 
 class _Config(NamedTuple):
@@ -110,33 +105,31 @@ class _Config(NamedTuple):
 
 def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config: _Config) -> Tensor:
     """The gradient of :class:`_InfoNCE` written with plain autograd ops, for double backward."""
-    norm = torch.linalg.vector_norm(z, dim=0, keepdim=True).clamp_min(_EPS)
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(_EPS)
     zhat = z / norm
-    anchors, keys = _batched(zhat, config.anchors)
-    sim = torch.bmm(anchors.transpose(1, 2), keys) / config.tau
+    anchors, keys = zhat[:, : config.anchors], zhat[:, config.anchors :]
+    sim = torch.bmm(anchors, keys.transpose(1, 2)) / config.tau
     s_pos, s_neg = sim[..., : config.positives], sim[..., config.positives :]
     lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)
-    roi = _roi_grad(grad, weights, config.reduction, z.shape[1]).reshape(-1, 1, 1)
+    roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
     d_margin = torch.sigmoid(lse - s_pos) * roi / (config.anchors * config.positives)
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
-    d_anchors = torch.bmm(keys, d_sim.transpose(1, 2))  # (R, D, A)
-    d_keys = torch.bmm(anchors, d_sim)  # (R, D, P + Q)
-    d_zhat = torch.cat([d_anchors, d_keys], dim=2).transpose(0, 1)
-    radial = (d_zhat * zhat).sum(0, keepdim=True)
+    d_zhat = torch.cat([torch.bmm(d_sim, keys), torch.bmm(d_sim.transpose(1, 2), anchors)], dim=1)
+    radial = (d_zhat * zhat).sum(-1, keepdim=True)
     return (d_zhat - zhat * radial) / norm
 
 
 class _InfoNCE(torch.autograd.Function):
     """Normalise, score, infoNCE and reduce over RoIs in one node, with a hand-written backward.
 
-    ``z`` is channels-first, (D, R, A + P + Q). Per pair the loss is softplus(lse - s_pos) =
-    -logsigmoid(s_pos - lse); the forward keeps ``s - lse`` for all columns, so the backward's softmax
-    over negatives is one ``exp``. Autograd of the plain expression would write several full-size
-    buffers in the backward (a zero-filled gradient per slice of ``z``, the normalisation's chain of
-    elementwise ops); this backward writes one and updates it in place. When a graph is built through
-    the backward (``create_graph=True``), it is recomputed with plain autograd ops instead, so second
-    derivatives are exact.
+    ``z`` is (R, A + P + Q, D). Per pair the loss is softplus(lse - s_pos) = -logsigmoid(s_pos - lse);
+    the forward keeps ``s - lse`` for all columns, so the backward's softmax over negatives is one
+    ``exp``. Autograd of the plain expression would write several full-size buffers in the backward (a
+    zero-filled gradient per slice of ``z``, the normalisation's chain of elementwise ops); this backward
+    writes one and updates it in place. When a graph is built through the backward
+    (``create_graph=True``), it is recomputed with plain autograd ops instead, so second derivatives are
+    exact.
     """
 
     @staticmethod
@@ -159,7 +152,7 @@ class _InfoNCE(torch.autograd.Function):
             return _differentiable_grad(z, grad, weights, config), None, None
         a, p = config.anchors, config.positives
         s_pos = shifted[..., :p]
-        roi = _roi_grad(grad, weights, config.reduction, z.shape[1]).reshape(-1, 1, 1)
+        roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
         # d loss / d (s_pos - lse) = -roi * sigmoid(lse - s_pos) / (A P); 1/(A P tau) comes in the GEMMs.
         d_pos = torch.ops.aten.log_sigmoid_backward(roi.expand_as(s_pos), s_pos, buffer)
         # d lse / d s_neg is the softmax over negatives, exp(s - lse); the positives' columns are
@@ -170,14 +163,14 @@ class _InfoNCE(torch.autograd.Function):
             d_sim[..., :p] = -d_pos  # dynamo does not trace out= into a view; inductor fuses this anyway
         else:
             torch.neg(d_pos, out=d_sim[..., :p])
-        anchors, keys = _batched(zhat, a)
+        anchors, keys = zhat[:, :a], zhat[:, a:]
         scale = 1.0 / (a * p * config.tau)
         ignored = _ignored(norm)
-        d_anchors = torch.baddbmm(ignored, keys, d_sim.transpose(1, 2), beta=0.0, alpha=scale)
-        d_keys = torch.baddbmm(ignored, anchors, d_sim, beta=0.0, alpha=scale)
-        d_zhat = torch.cat([d_anchors.transpose(0, 1), d_keys.transpose(0, 1)], dim=2)  # (D, R, M)
+        d_anchors = torch.baddbmm(ignored, d_sim, keys, beta=0.0, alpha=scale)
+        d_keys = torch.baddbmm(ignored, d_sim.transpose(1, 2), anchors, beta=0.0, alpha=scale)
+        d_zhat = torch.cat([d_anchors, d_keys], dim=1)
         # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
-        radial = (d_zhat * zhat).sum(0, keepdim=True)
+        radial = (d_zhat * zhat).sum(-1, keepdim=True)
         return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None
 
 
@@ -189,7 +182,7 @@ def _info_nce(
     tau: float,
     reduction: str,
 ) -> Tensor:
-    """The infoNCE kernel (arguments already checked) on channels-first samples z (D, R, A + P + Q).
+    """The infoNCE kernel (arguments already checked) on the samples' features z (R, A + P + Q, D).
 
     Runs outside autocast in float32 (float64 stays float64). Returns the reduced loss: (R,) for
     ``"none"`` (zero at invalid RoIs), else a scalar. With ``valid`` given, the features of invalid RoIs
@@ -199,10 +192,10 @@ def _info_nce(
         dtype = _compute_dtype(z.dtype)
         if z.dtype != dtype:
             z = z.to(dtype)
-        if z.shape[2] == num_anchors + num_positives:
+        if z.shape[1] == num_anchors + num_positives:
             # No negatives: every term is -log(1) = 0; keep the graph.
             weights, count = _roi_weights(valid, reduction, dtype)
-            return _reduce_negated(z.sum(dim=(0, 2)) * 0.0, weights, count, reduction)
+            return _reduce_negated(z.sum(dim=(1, 2)) * 0.0, weights, count, reduction)
         config = _Config(num_anchors, num_positives, tau, reduction)
         out: Tensor = _InfoNCE.apply(z, valid, config)
         return out
@@ -270,4 +263,4 @@ def dense_info_nce(
         )
     dtype = torch.promote_types(torch.promote_types(anchors.dtype, positives.dtype), negatives.dtype)
     z = torch.cat([anchors.to(dtype), positives.to(dtype), negatives.to(dtype)], dim=1)  # (R, M, D)
-    return _info_nce(z.permute(2, 0, 1), None, a, positives.shape[1], tau, reduction)
+    return _info_nce(z, None, a, positives.shape[1], tau, reduction)

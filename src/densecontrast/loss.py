@@ -113,13 +113,13 @@ def _check_samples(
 
 
 def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
-    """The projector on channels-first rows (C, R, N) -> (D, R, N)."""
+    """The projector on channels-first rows (C, R, N) -> (R, N, D)."""
     if projector is None:
-        return rows
+        return rows.permute(1, 2, 0)
     if isinstance(projector, ProjectionHead) and type(projector).forward is ProjectionHead.forward:
         return projector._forward_channels_first(rows)
     out: Tensor = projector(rows.permute(1, 2, 0))  # any module mapping (..., C) to (..., D)
-    return out.permute(2, 0, 1)
+    return out
 
 
 def _dense_contrastive(

@@ -58,15 +58,15 @@ class ProjectionHead(nn.Module):
         return self.fc2(F.relu(self.fc1(x), inplace=True))
 
     def _forward_channels_first(self, x: Tensor) -> Tensor:
-        """The head on channels-first rows (C, ...) -> (D, ...): one GEMM per layer, ``W @ x + b``.
+        """The head on channels-first rows x (C, R, N) -> rows (R, N, D): one GEMM per layer.
 
-        The same numbers as :meth:`forward` on the rows, for the loss's (C, R, N) layout.
+        The same numbers as :meth:`forward` on ``x.permute(1, 2, 0)``. The first layer multiplies
+        (C, R*N) from the left, the second writes (R*N, D) rows, the layout the loss's infoNCE reads.
         """
-        rest = x.shape[1:]
-        flat = x.reshape(x.shape[0], -1)
-        hidden = torch.addmm(self.fc1.bias.unsqueeze(1), self.fc1.weight, flat)
-        out = torch.addmm(self.fc2.bias.unsqueeze(1), self.fc2.weight, F.relu(hidden, inplace=True))
-        return out.view(out.shape[0], *rest)
+        c, r, n = x.shape
+        hidden = torch.addmm(self.fc1.bias.unsqueeze(1), self.fc1.weight, x.reshape(c, r * n))
+        out = torch.addmm(self.fc2.bias, F.relu(hidden, inplace=True).t(), self.fc2.weight.t())
+        return out.view(r, n, out.shape[1])
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
