@@ -1,9 +1,11 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``docs``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``gpu``, ``docs``.
 
 Every session installs the pinned torch and torchvision that CI uses.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -66,6 +68,19 @@ def bench(session: nox.Session) -> None:
         "--out",
         "benchmarks/results/train_step_quick.json",
     )
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The GPU figures: CUDA tests, loss benchmarks, small-R ratios, training step, table and plot.
+
+    Fails at once, before installing anything, on a machine without an NVIDIA driver; the runner
+    (``benchmarks/gpu.py``, also usable without nox) fails with status 2 when torch sees no CUDA device.
+    """
+    if shutil.which("nvidia-smi") is None:
+        session.error("no NVIDIA driver (nvidia-smi not found): nox -s gpu needs a CUDA device")
+    session.install(*TORCH, "-e", ".[dev]")
+    session.run("python", "benchmarks/gpu.py", *session.posargs)
 
 
 @nox.session

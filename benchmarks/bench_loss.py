@@ -14,20 +14,36 @@ from _common import roi_batch, synchronize
 from densecontrast import DenseContrastiveLoss
 from densecontrast._released import ReleasedDenseContrastiveLoss
 
-SIZES = [32, 128, 256, 512]
 K = 32
 C = 256
 
 
-@pytest.mark.parametrize("num_rois", SIZES)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
-def test_densecontrast(benchmark, bench_device: torch.device, num_rois: int, autocast: bool) -> None:
+def test_densecontrast(
+    benchmark,
+    request: pytest.FixtureRequest,
+    bench_device: torch.device,
+    num_rois: int,
+    autocast: bool,
+    compiled: bool,
+) -> None:
     benchmark.group = f"loss R={num_rois}"
-    benchmark.extra_info.update(num_rois=num_rois, impl="densecontrast", autocast=autocast)
+    benchmark.extra_info.update(
+        num_rois=num_rois,
+        impl="densecontrast",
+        autocast=autocast,
+        compiled=compiled,
+        device=str(bench_device),
+    )
     if autocast and bench_device.type == "cpu":
         pytest.skip("bf16 autocast on CPUs without native bf16 matmuls is emulated (15-24x slower here)")
+    if compiled and not request.config.getoption("--bench-compile"):
+        pytest.skip("compiled variants need --bench-compile")
     feats, masks = roi_batch(num_rois, C, device=bench_device)
     crit = DenseContrastiveLoss(k=K, tau=0.07, in_channels=C).to(bench_device)
+    if compiled:
+        crit = torch.compile(crit, dynamic=True)
     dtype = torch.bfloat16 if autocast else torch.float32
 
     def step() -> None:
@@ -37,13 +53,12 @@ def test_densecontrast(benchmark, bench_device: torch.device, num_rois: int, aut
         loss.backward()
         synchronize(bench_device)
 
-    benchmark.pedantic(step, rounds=20, warmup_rounds=2)
+    benchmark.pedantic(step, rounds=20, warmup_rounds=3 if compiled else 2)
 
 
-@pytest.mark.parametrize("num_rois", SIZES)
 def test_floor(benchmark, bench_device: torch.device, num_rois: int) -> None:
     benchmark.group = f"loss R={num_rois}"
-    benchmark.extra_info.update(num_rois=num_rois, impl="floor", autocast=False)
+    benchmark.extra_info.update(num_rois=num_rois, impl="floor", autocast=False, device=str(bench_device))
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(num_rois * 3 * K, C, generator=g).to(bench_device).requires_grad_(True)
     w1 = (torch.randn(C, C, generator=g) / C**0.5).to(bench_device).requires_grad_(True)
@@ -59,14 +74,13 @@ def test_floor(benchmark, bench_device: torch.device, num_rois: int) -> None:
     benchmark.pedantic(step, rounds=20, warmup_rounds=2)
 
 
-@pytest.mark.parametrize("num_rois", SIZES)
 def test_released_baseline(
     benchmark, request: pytest.FixtureRequest, bench_device: torch.device, num_rois: int
 ) -> None:
     if num_rois > request.config.getoption("--baseline-max-r"):
         pytest.skip("released baseline above --baseline-max-r")
     benchmark.group = f"loss R={num_rois}"
-    benchmark.extra_info.update(num_rois=num_rois, impl="released", autocast=False)
+    benchmark.extra_info.update(num_rois=num_rois, impl="released", autocast=False, device=str(bench_device))
     feats, masks = roi_batch(num_rois, C, device=bench_device)
     crit = ReleasedDenseContrastiveLoss(C, k=K, tau=0.07, max_rois=None).to(bench_device)
 

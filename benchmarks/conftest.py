@@ -24,6 +24,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--bench-device", default="cpu", help="device for the loss microbenchmarks (cpu or cuda)"
     )
+    parser.addoption(
+        "--bench-sizes", default="32,128,256,512", help="comma-separated numbers of RoIs for the loss"
+    )
+    parser.addoption(
+        "--bench-compile",
+        action="store_true",
+        help="also time torch.compile(loss, dynamic=True) (inductor; slow to compile on a CPU)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "num_rois" in metafunc.fixturenames:
+        sizes = [int(s) for s in metafunc.config.getoption("--bench-sizes").split(",")]
+        metafunc.parametrize("num_rois", sizes)
 
 
 @pytest.fixture

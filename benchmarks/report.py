@@ -24,11 +24,17 @@ def load(path: Path) -> tuple[dict[int, dict[str, float]], dict[str, str]]:
         info = bench.get("extra_info", {})
         if "num_rois" not in info or "impl" not in info:
             continue
-        impl = info["impl"] + ("-bf16" if info.get("autocast") else "")
+        impl = (
+            info["impl"]
+            + ("-compiled" if info.get("compiled") else "")
+            + ("-bf16" if info.get("autocast") else "")
+        )
         table[int(info["num_rois"])][impl] = float(bench["stats"]["median"])
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {})
+    devices = {b.get("extra_info", {}).get("device", "cpu") for b in data["benchmarks"]}
     meta = {
+        "device": ", ".join(sorted(devices)),
         "cpu": str(cpu.get("brand_raw", machine.get("processor", "?"))),
         "cores": str(cpu.get("count", "?")),
         "python": str(machine.get("python_version", "?")),
@@ -37,24 +43,30 @@ def load(path: Path) -> tuple[dict[int, dict[str, float]], dict[str, str]]:
     return dict(sorted(table.items())), meta
 
 
+VARIANTS = {
+    "densecontrast": "fp32 eager",
+    "densecontrast-bf16": "bf16 eager",
+    "densecontrast-compiled": "fp32 compiled",
+    "densecontrast-compiled-bf16": "bf16 compiled",
+}
+
+
 def markdown(table: dict[int, dict[str, float]]) -> str:
-    rows = [
-        "| R | densecontrast fp32 (ms) | bf16 autocast (ms) | floor (ms) | released (ms) "
-        "| vs released | vs floor |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    """Median ms per variant that was measured, the floor and the released algorithm, and two ratios."""
+    present = [v for v in VARIANTS if any(v in impls for impls in table.values())]
+    header = "| R | " + " | ".join(f"{VARIANTS[v]} (ms)" for v in present)
+    header += " | floor (ms) | released (ms) | fp32 eager vs released | fp32 eager / floor |"
+    rows = [header, "|" + "---:|" * (len(present) + 5)]
 
     def ms(value: float | None) -> str:
-        return "–" if value is None else f"{1e3 * value:.1f}"
+        return "–" if value is None else f"{1e3 * value:.2f}" if value < 0.01 else f"{1e3 * value:.1f}"
 
     for r, impls in table.items():
         ours, floor, released = impls.get("densecontrast"), impls.get("floor"), impls.get("released")
         speedup = f"{released / ours:.0f}x" if ours and released else "–"
         to_floor = f"{ours / floor:.2f}x" if ours and floor else "–"
-        rows.append(
-            f"| {r} | {ms(ours)} | {ms(impls.get('densecontrast-bf16'))} | {ms(floor)} | {ms(released)} "
-            f"| {speedup} | {to_floor} |"
-        )
+        cells = " | ".join(ms(impls.get(v)) for v in present)
+        rows.append(f"| {r} | {cells} | {ms(floor)} | {ms(released)} | {speedup} | {to_floor} |")
     return "\n".join(rows)
 
 
@@ -68,6 +80,8 @@ def plot(table: dict[int, dict[str, float]], path: Path, title: str) -> None:
     labels = {
         "densecontrast": "densecontrast (fp32)",
         "densecontrast-bf16": "densecontrast (bf16 autocast)",
+        "densecontrast-compiled": "densecontrast, torch.compile (fp32)",
+        "densecontrast-compiled-bf16": "densecontrast, torch.compile (bf16 autocast)",
         "floor": "floor (projection GEMMs + dense gradient write)",
         "released": "released algorithm (loop over RoIs)",
     }
@@ -96,7 +110,10 @@ def main() -> None:
     parser.add_argument("--title", default="Dense contrastive loss, C=256, 28x28, K=32")
     args = parser.parse_args()
     table, meta = load(args.json)
-    print(f"machine: {meta['cpu']}, {meta['cores']} cores, Python {meta['python']}, {meta['date']}\n")
+    print(
+        f"device: {meta['device']}; machine: {meta['cpu']}, {meta['cores']} cores, "
+        f"Python {meta['python']}, {meta['date']}\n"
+    )
     print(markdown(table))
     if args.plot:
         plot(table, args.plot, args.title)

@@ -82,3 +82,41 @@ def reference_validity(masks: Tensor, k: int, replacement: bool) -> list[bool]:
         n_out = sum(1 for v in m.flatten().tolist() if v == 0)
         flags.append(n_in > k and n_out > k if replacement else n_in >= k and n_out >= k)
     return flags
+
+
+def autograd_loss(
+    feats: Tensor,
+    anchors: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    valid: Tensor,
+    *,
+    tau: float,
+    projector: nn.Module | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """The loss as a plain autograd expression (indexing, F.normalize, log-sum-exp): twice differentiable.
+
+    Invalid RoIs are dropped before anything is computed, so they cannot touch any gradient.
+    """
+    import torch.nn.functional as F
+
+    keep = torch.nonzero(valid).flatten()
+    r, c = feats.shape[:2]
+    pixels = feats.reshape(r, c, -1)[keep].transpose(1, 2)  # (V, H*W, C)
+
+    def take(index: Tensor) -> Tensor:
+        rows = torch.gather(pixels, 1, index[keep].unsqueeze(2).expand(-1, -1, c))
+        rows = rows if projector is None else projector(rows)
+        return F.normalize(rows, dim=-1)
+
+    a, p, n = take(anchors), take(positives), take(negatives)
+    s_pos = torch.bmm(a, p.transpose(1, 2)) / tau
+    lse = torch.logsumexp(torch.bmm(a, n.transpose(1, 2)) / tau, dim=-1, keepdim=True)
+    kept = F.softplus(lse - s_pos).mean(dim=(1, 2))
+    per_roi = torch.zeros(r, dtype=kept.dtype).index_put((keep,), kept)
+    if reduction == "none":
+        return per_roi
+    if reduction == "sum":
+        return per_roi.sum()
+    return per_roi.sum() / max(int(valid.sum()), 1)

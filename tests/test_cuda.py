@@ -76,3 +76,55 @@ def test_gather_channels_last_on_cuda() -> None:
     plain = gather_pixels(feats, index)
     channels_last = gather_pixels(feats.to(memory_format=torch.channels_last), index)
     assert torch.equal(plain, channels_last)
+
+
+def test_forward_and_backward_never_synchronise_with_the_host() -> None:
+    """No device-to-host read and no host-to-device copy in a step (bool masks, generator on the device)."""
+    feats, masks = _batch()
+    crit = DenseContrastiveLoss(k=32, tau=0.07, in_channels=64).cuda()
+    feats, masks = feats.cuda().requires_grad_(True), masks.cuda()
+    generator = torch.Generator("cuda").manual_seed(0)
+    crit(feats, masks, generator=generator).backward()  # warm-up: lazy initialisation may synchronise
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for reduction in ("mean", "sum", "none"):
+            crit.reduction = reduction
+            feats.grad = None
+            crit(feats, masks, generator=generator).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+        crit.reduction = "mean"
+
+
+def test_capturable_in_a_cuda_graph() -> None:
+    """Forward and backward captured once, replayed on new feature values, equal to eager."""
+    feats, masks = _batch(r=16)
+    crit = DenseContrastiveLoss(k=16, in_channels=64).cuda()
+    masks = masks.cuda()
+    samples = sample_pixels(masks, 16, generator=torch.Generator("cuda").manual_seed(0))
+    static_feats = feats.cuda().requires_grad_(True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            static_feats.grad = None
+            crit(static_feats, masks, samples=samples).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    static_feats.grad = None
+    for p in crit.parameters():
+        p.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = crit(static_feats, masks, samples=samples)
+        static_loss.backward()
+    new = torch.randn_like(static_feats)
+    with torch.no_grad():
+        static_feats.copy_(new)
+    graph.replay()
+    eager_feats = new.clone().requires_grad_(True)
+    eager_loss = crit(eager_feats, masks, samples=samples)
+    eager_loss.backward()
+    torch.testing.assert_close(static_loss, eager_loss)
+    torch.testing.assert_close(static_feats.grad, eager_feats.grad)

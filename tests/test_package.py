@@ -36,3 +36,16 @@ def test_version_matches_pyproject() -> None:
 
 def test_ships_type_information() -> None:
     assert (Path(densecontrast.__file__).parent / "py.typed").exists()
+
+
+def test_api_page_and_all_agree() -> None:
+    """docs/api.md documents exactly the top-level names of __all__ (and nothing else from the top level)."""
+    api = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+    if not api.exists():  # installed without the source tree
+        return
+    documented = {
+        line.split("::: densecontrast.", 1)[1].strip()
+        for line in api.read_text().splitlines()
+        if line.startswith("::: densecontrast.") and "." not in line.split("::: densecontrast.", 1)[1]
+    }
+    assert documented == set(densecontrast.__all__) - {"__version__"}

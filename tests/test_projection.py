@@ -49,12 +49,26 @@ def test_relu_between_layers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "error"),
-    [((0,), ValueError), ((4, 0), ValueError), ((4, None, -1), ValueError), ((4.0,), TypeError)],
+    ("args", "error", "match"),
+    [
+        ((0,), ValueError, "in_channels must be a positive int; got 0"),
+        ((4, 0), ValueError, "hidden_channels must be a positive int; got 0"),
+        ((4, None, -1), ValueError, "out_channels must be a positive int; got -1"),
+        ((4.0,), TypeError, r"in_channels must be a positive int; got 4\.0 \(float\)"),
+    ],
 )
-def test_bad_arguments(args: tuple, error: type[Exception]) -> None:
-    with pytest.raises(error):
+def test_bad_arguments(args: tuple, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
         ProjectionHead(*args)
+
+
+def test_channels_first_path_equals_forward() -> None:
+    """The loss's (C, R, N) path gives the same numbers as forward on the rows."""
+    torch.manual_seed(0)
+    head = ProjectionHead(6, hidden_channels=5, out_channels=4).double()
+    rows = torch.randn(3, 7, 6, dtype=torch.float64)
+    channels_first = head._forward_channels_first(rows.permute(2, 0, 1).contiguous())
+    torch.testing.assert_close(channels_first, head(rows), rtol=1e-12, atol=1e-12)
 
 
 def test_wrong_channel_count() -> None:

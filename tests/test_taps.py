@@ -53,13 +53,15 @@ def test_input_capture_by_dotted_name(net: _Net) -> None:
     tap.remove()
 
 
-def test_inputs_capture_keeps_all_positional_args() -> None:
+@pytest.mark.parametrize("what", ["args", "inputs"])
+def test_args_capture_keeps_all_positional_args(what: str) -> None:
     bil = nn.Bilinear(2, 3, 4)
     a, b = torch.randn(7, 2), torch.randn(7, 3)
-    with FeatureTap(bil, what="inputs") as tap:
+    with FeatureTap(bil, what=what) as tap:  # type: ignore[arg-type]
         bil(a, b)
         got = tap.pop()
     assert isinstance(got, tuple) and got[0] is a and got[1] is b
+    assert tap.what == "args"  # "inputs" is the older spelling of "args"
 
 
 def test_captures_are_references_that_inplace_modules_change(net: _Net) -> None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .loss import DEFAULT_K, DEFAULT_TAU
+
 
 class ReleasedDenseContrastiveLoss(nn.Module):
     """Loop-over-RoIs dense contrastive loss with a convolutional projection, as released.
@@ -26,7 +28,9 @@ class ReleasedDenseContrastiveLoss(nn.Module):
         max_rois: at most this many RoIs are used (the released code keeps 100); None keeps all.
     """
 
-    def __init__(self, channels: int, k: int = 32, tau: float = 0.07, max_rois: int | None = 100) -> None:
+    def __init__(
+        self, channels: int, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, max_rois: int | None = 100
+    ) -> None:
         super().__init__()
         self.k = k
         self.tau = tau

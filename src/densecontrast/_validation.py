@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
+MIN_TAU = 2.0 / torch.finfo(torch.float32).max
+"""The smallest temperature: similarities / tau and their differences (up to 2 / tau) stay finite."""
 
 
 def check_tensor(name: str, value: object) -> Tensor:
@@ -61,6 +63,11 @@ def check_tau(value: object) -> float:
     tau = float(value)
     if not math.isfinite(tau) or tau <= 0.0:
         raise ValueError(f"tau must be a finite positive number; got {value!r}")
+    if tau < MIN_TAU:
+        raise ValueError(
+            f"tau must be at least {MIN_TAU:.3g}, so that 2 / tau is finite in float32 (the similarities "
+            f"are computed in float32); got {value!r}"
+        )
     return tau
 
 

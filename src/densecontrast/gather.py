@@ -1,10 +1,15 @@
-"""Gather of sampled pixel features.
+"""Gathering sampled pixel features.
 
 Shapes: R RoIs, C channels, H x W RoI grid, N gathered pixels per RoI.
 
 The released code indexes one RoI at a time, and autograd then writes a full-size zero gradient per RoI,
 so its backward grows with the square of R. Here the forward is one batched gather and the backward
 allocates the gradient of ``feats`` once and scatters into it once.
+
+Internally the gathered rows are kept channels-first and RoI-major, (C, R, N): one ``gather`` along
+the pixel dimension of ``feats`` viewed as (C, R, H*W) writes them, for contiguous and channels_last
+``feats`` alike, and the projection then multiplies (C, R*N) from the left in one GEMM per layer. The
+public functions return the (R, N, C) view.
 """
 
 from __future__ import annotations
@@ -17,58 +22,60 @@ from torch import Tensor
 from ._validation import check_floating, check_ndim, check_same_device, check_tensor, shape_str
 
 
+def _pixels(feats: Tensor) -> Tensor:
+    """(C, R, H*W): a view for contiguous and channels_last feats."""
+    r, c, h, w = feats.shape
+    return feats.reshape(r, c, h * w).transpose(0, 1)
+
+
+def _gather(feats: Tensor, index: Tensor, valid: Tensor | None) -> Tensor:
+    """Rows (C, R, N); with ``valid`` (R,), the rows of invalid RoIs are exactly zero (even for NaN feats)."""
+    r, c = feats.shape[:2]
+    rows = torch.gather(_pixels(feats), 2, index.unsqueeze(0).expand(c, r, index.shape[1]))
+    if valid is not None:
+        # where(valid, rows, valid): False promotes to 0.0, so one op and no scalar tensor.
+        rows = torch.where(valid.view(1, r, 1), rows, valid.view(1, r, 1))
+    return rows
+
+
+def _scatter_add_(grad: Tensor, index: Tensor, grad_rows: Tensor) -> Tensor:
+    """Add ``grad_rows`` (C, R, N) into ``grad`` (R, C, H, W) at ``index`` (R, N), in place; returns grad."""
+    r, c = grad.shape[:2]
+    _pixels(grad).scatter_add_(2, index.unsqueeze(0).expand(c, r, index.shape[1]), grad_rows)
+    return grad
+
+
 def _is_channels_last(feats: Tensor) -> bool:
     return feats.is_contiguous(memory_format=torch.channels_last) and not feats.is_contiguous()
 
 
-def _gather(feats: Tensor, index: Tensor) -> Tensor:
-    r, c, h, w = feats.shape
-    if _is_channels_last(feats):
-        # (R, H, W, C) is contiguous: each gathered pixel is one contiguous row of C values.
-        rows = feats.permute(0, 2, 3, 1).reshape(r, h * w, c)
-        return rows.gather(1, index.unsqueeze(2).expand(r, index.shape[1], c))
-    # Advanced indexing of the (R, H*W, C) view writes the (R, N, C) result contiguously, so the
-    # projection that follows reads it without a copy.
-    roi = torch.arange(r, device=index.device).unsqueeze(1)
-    return feats.reshape(r, c, h * w).transpose(1, 2)[roi, index]
+def _dense_zeros(shape: tuple[int, ...], channels_last: bool, like: Tensor) -> Tensor:
+    if channels_last:
+        return torch.empty(
+            shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last
+        ).zero_()
+    return like.new_zeros(shape)
 
 
-def _scatter_add_(grad: Tensor, index: Tensor, grad_rows: Tensor) -> Tensor:
-    """Add ``grad_rows`` (R, N, C) into ``grad`` (R, C, H, W) at ``index`` (R, N), in place; returns grad."""
-    r, c, h, w = grad.shape
-    n = index.shape[1]
-    if _is_channels_last(grad):
-        rows_view = grad.permute(0, 2, 3, 1).reshape(r, h * w, c)  # a view: grad is channels_last
-        rows_view.scatter_add_(1, index.unsqueeze(2).expand(r, n, c), grad_rows)
-    else:
-        grad.view(r, c, h * w).scatter_add_(2, index.unsqueeze(1).expand(r, c, n), grad_rows.transpose(1, 2))
-    return grad
-
-
-def _dense_like(feats_shape: tuple[int, ...], channels_last: bool, like: Tensor) -> Tensor:
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(feats_shape, dtype=like.dtype, device=like.device, memory_format=memory_format).zero_()
-
-
-class _GatherPixels(torch.autograd.Function):
+class _GatherRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, feats: Tensor, index: Tensor) -> Tensor:
+    def forward(ctx: Any, feats: Tensor, index: Tensor, valid: Tensor | None) -> Tensor:
         ctx.save_for_backward(index)
-        ctx.shape = tuple(feats.shape)
+        ctx.feats_shape = tuple(feats.shape)
         ctx.channels_last = _is_channels_last(feats)
-        return _gather(feats, index)
+        return _gather(feats, index, valid)
 
     @staticmethod
-    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, None]:
+    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None
+            return None, None, None
         (index,) = ctx.saved_tensors
-        grad = _dense_like(ctx.shape, ctx.channels_last, grad_rows)
-        return _scatter_add_(grad, index, grad_rows), None
+        grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
+        return _scatter_add_(grad, index, grad_rows), None, None
 
 
 class _GatherPassthrough(torch.autograd.Function):
-    """``(feats, rows)``: feats unchanged, plus the gathered rows.
+    """``(feats, rows)``: feats unchanged, plus the gathered rows (C, R, N).
 
     The backward adds the rows' gradient into the gradient that arrives for the passed-through feats,
     in place, instead of allocating a second dense gradient of the size of feats and summing the two.
@@ -78,27 +85,77 @@ class _GatherPassthrough(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: Any, feats: Tensor, index: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(index)
-        ctx.shape = tuple(feats.shape)
+        ctx.feats_shape = tuple(feats.shape)
         ctx.channels_last = _is_channels_last(feats)
-        return feats.view_as(feats), _gather(feats, index)
+        return feats.view_as(feats), _gather(feats, index, valid)
 
     @staticmethod
-    def backward(ctx: Any, grad_feats: Tensor | None, grad_rows: Tensor | None) -> tuple[Tensor | None, None]:
+    def backward(
+        ctx: Any, grad_feats: Tensor | None, grad_rows: Tensor | None
+    ) -> tuple[Tensor | None, None, None]:
         if grad_rows is None:
-            return grad_feats, None
+            return grad_feats, None, None
         (index,) = ctx.saved_tensors
         if grad_feats is None:
-            grad = _dense_like(ctx.shape, ctx.channels_last, grad_rows)
+            grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
         elif torch.is_grad_enabled() or not (
             grad_feats.is_contiguous() or grad_feats.is_contiguous(memory_format=torch.channels_last)
         ):
             grad = grad_feats.contiguous().clone()  # double backward, or an expanded / strided gradient
         else:
             grad = grad_feats
-        return _scatter_add_(grad, index, grad_rows.to(grad.dtype)), None
+        return _scatter_add_(grad, index, grad_rows.to(grad.dtype)), None, None
+
+
+def _check_gather_args(feats: Tensor, index: Tensor) -> None:
+    feats = check_tensor("feats", feats)
+    index = check_tensor("index", index)
+    check_ndim("feats", feats, 4, "(R, C, H, W)")
+    check_ndim("index", index, 2, "(R, N)")
+    check_floating("feats", feats)
+    if index.dtype != torch.int64:
+        raise TypeError(f"index must be an int64 tensor; got dtype {index.dtype}")
+    if index.shape[0] != feats.shape[0]:
+        raise ValueError(
+            f"index must have shape (R, N) with R matching feats (R, C, H, W); "
+            f"got index {shape_str(index.shape)} for feats {shape_str(feats.shape)}"
+        )
+    if feats.shape[2] * feats.shape[3] == 0 and index.shape[1] > 0:
+        raise ValueError(
+            f"feats {shape_str(feats.shape)} has an empty H x W grid, so index {shape_str(index.shape)} "
+            "cannot name a pixel"
+        )
+    check_same_device(feats=feats, index=index)
+
+
+def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
+    """Feature vectors of the pixels named by ``index``, for every RoI at once.
+
+    Args:
+        feats: float tensor (R, C, H, W), contiguous or channels_last.
+        index: int64 tensor (R, N), flat row-major indices into H*W; an index may repeat.
+
+    Returns:
+        float tensor (R, N, C): ``out[r, n] = feats[r, :, index[r, n] // W, index[r, n] % W]``, a
+        permuted view of a (C, R, N) buffer.
+
+    The backward allocates one gradient of the size of ``feats`` (in its memory format) and scatters
+    into it once, summing repeated indices. Indices are not range-checked here (that would synchronise
+    with an accelerator); out-of-range indices raise an error on the CPU.
+
+    Examples:
+        >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2)   # C = 2 channels on a 2 x 2 grid
+        >>> gather_pixels(feats, torch.tensor([[3, 0, 3]]))
+        tensor([[[3., 7.],
+                 [0., 4.],
+                 [3., 7.]]])
+    """
+    _check_gather_args(feats, index)
+    rows: Tensor = _GatherRows.apply(feats, index, None)
+    return rows.permute(1, 2, 0)
 
 
 def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,49 +173,14 @@ def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Ten
 
     Returns:
         ``(feats_out, rows)``: feats_out (R, C, H, W) equal to feats, rows float tensor (R, N, C).
-    """
-    _check_gather_args(feats, index)
-    feats_out, rows = _GatherPassthrough.apply(feats, index)
-    return feats_out, rows
-
-
-def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
-    """Feature vectors of the pixels named by ``index``, for every RoI at once.
-
-    Args:
-        feats: float tensor (R, C, H, W), contiguous or channels_last.
-        index: int64 tensor (R, N), flat row-major indices into H*W; an index may repeat.
-
-    Returns:
-        float tensor (R, N, C): ``out[r, n] = feats[r, :, index[r, n] // W, index[r, n] % W]``.
-
-    The backward allocates one gradient of the size of ``feats`` (in its memory format) and scatters
-    into it once, summing repeated indices. Indices are not range-checked here (that would synchronise
-    with an accelerator); out-of-range indices raise an error on the CPU.
 
     Examples:
-        >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2)   # C = 2 channels on a 2 x 2 grid
-        >>> gather_pixels(feats, torch.tensor([[3, 0, 3]]))
-        tensor([[[3., 7.],
-                 [0., 4.],
-                 [3., 7.]]])
+        >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2).requires_grad_()
+        >>> out, rows = gather_pixels_passthrough(feats, torch.tensor([[3]]))
+        >>> (out * 2).sum().add(rows.sum()).backward()
+        >>> feats.grad.flatten().tolist()
+        [2.0, 2.0, 2.0, 3.0, 2.0, 2.0, 2.0, 3.0]
     """
     _check_gather_args(feats, index)
-    out: Tensor = _GatherPixels.apply(feats, index)
-    return out
-
-
-def _check_gather_args(feats: Tensor, index: Tensor) -> None:
-    feats = check_tensor("feats", feats)
-    index = check_tensor("index", index)
-    check_ndim("feats", feats, 4, "(R, C, H, W)")
-    check_ndim("index", index, 2, "(R, N)")
-    check_floating("feats", feats)
-    if index.dtype != torch.int64:
-        raise TypeError(f"index must be an int64 tensor; got dtype {index.dtype}")
-    if index.shape[0] != feats.shape[0]:
-        raise ValueError(
-            f"index must have shape (R, N) with R matching feats (R, C, H, W); "
-            f"got index {shape_str(index.shape)} for feats {shape_str(feats.shape)}"
-        )
-    check_same_device(feats=feats, index=index)
+    feats_out, rows = _GatherPassthrough.apply(feats, index, None)
+    return feats_out, rows.permute(1, 2, 0)

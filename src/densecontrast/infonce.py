@@ -15,12 +15,10 @@ computed in the right-hand form, which cannot overflow.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ._validation import (
     check_floating,
@@ -33,85 +31,174 @@ from ._validation import (
 )
 
 _EPS = 1e-12  # as F.normalize
+_SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default; its backward below uses the same one
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class _StackedInfoNCE(torch.autograd.Function):
-    """Normalise, score and infoNCE in one node, with a hand-written backward.
+def _roi_weights(
+    valid: Tensor | None, reduction: str, dtype: torch.dtype
+) -> tuple[Tensor | None, Tensor | None]:
+    """Per-RoI weights (R,) of the reduction and, for "mean", the clamped count of valid RoIs.
 
-    Autograd of the plain expression would write several full-size (R, A + P + Q, D) buffers in the
-    backward (a zero-filled gradient per slice of ``z``, and the normalisation's chain of elementwise
-    ops); this backward writes one and updates it in place.
+    "mean": valid / max(#valid, 1), a device computation (no host round trip); else valid as 0 / 1.
+    """
+    if valid is None:
+        return None, None
+    if reduction == "mean":
+        count = valid.sum(dtype=dtype).clamp_min_(1.0)
+        return valid / count, count
+    return valid.to(dtype), None
+
+
+def _reduce_negated(
+    neg_per_roi: Tensor, weights: Tensor | None, count: Tensor | None, reduction: str
+) -> Tensor:
+    """The reduction of ``-neg_per_roi`` (R,) with the weights of :func:`_roi_weights`."""
+    if weights is None:
+        if reduction == "none":
+            return -neg_per_roi
+        total = -neg_per_roi.sum()
+        return total if reduction == "sum" else total / max(neg_per_roi.shape[0], 1)
+    if reduction == "none":
+        return -(neg_per_roi * weights)
+    if count is not None:
+        # -sum(w * x) in one GEMV; beta=0 ignores its input (count, a broadcastable scalar).
+        return torch.addmv(count, neg_per_roi.unsqueeze(0), weights, beta=0.0, alpha=-1.0).squeeze(0)
+    return -torch.dot(neg_per_roi, weights)
+
+
+def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: int) -> Tensor:
+    """d loss / d per_roi, (R,) or broadcastable to it."""
+    if weights is not None:
+        return grad * weights
+    if reduction == "mean":
+        return grad / max(num_rois, 1)
+    return grad.expand(num_rois) if reduction == "sum" else grad
+
+
+def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Norms (R, M, 1), unit features (R, M, D) and anchor similarities / tau (R, A, M - A)."""
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_EPS)
+    zhat = z / norm
+    anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
+    # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
+    sim = torch.baddbmm(_ignored(norm), anchors, keys.transpose(1, 2), beta=0.0, alpha=1.0 / tau)
+    return norm, zhat, sim
+
+
+def _ignored(norm: Tensor) -> Tensor:
+    """A (R, 1, 1) view to pass as the ignored input of ``baddbmm(..., beta=0)``."""
+    return norm[:, :1]
+
+
+class _Config(NamedTuple):
+    """The non-tensor arguments of :class:`_InfoNCE`: sample counts, temperature, reduction."""
+
+    anchors: int
+    positives: int
+    tau: float
+    reduction: str
+
+
+def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config: _Config) -> Tensor:
+    """The gradient of :class:`_InfoNCE` written with plain autograd ops, for double backward."""
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(_EPS)
+    zhat = z / norm
+    anchors, keys = zhat[:, : config.anchors], zhat[:, config.anchors :]
+    sim = torch.bmm(anchors, keys.transpose(1, 2)) / config.tau
+    s_pos, s_neg = sim[..., : config.positives], sim[..., config.positives :]
+    lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)
+    roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+    d_margin = torch.sigmoid(lse - s_pos) * roi / (config.anchors * config.positives)
+    d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
+    d_sim = d_sim / config.tau
+    d_zhat = torch.cat([torch.bmm(d_sim, keys), torch.bmm(d_sim.transpose(1, 2), anchors)], dim=1)
+    radial = (d_zhat * zhat).sum(-1, keepdim=True)
+    return (d_zhat - zhat * radial) / norm
+
+
+class _InfoNCE(torch.autograd.Function):
+    """Normalise, score, infoNCE and reduce over RoIs in one node, with a hand-written backward.
+
+    ``z`` is (R, A + P + Q, D). Per pair the loss is softplus(lse - s_pos) = -logsigmoid(s_pos - lse);
+    the forward keeps ``s - lse`` for all columns, so the backward's softmax over negatives is one
+    ``exp``. Autograd of the plain expression would write several full-size buffers in the backward (a
+    zero-filled gradient per slice of ``z``, the normalisation's chain of elementwise ops); this backward
+    writes one and updates it in place. When a graph is built through the backward
+    (``create_graph=True``), it is recomputed with plain autograd ops instead, so second derivatives are
+    exact.
     """
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, num_anchors: int, num_positives: int, tau: float) -> Tensor:
-        norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_EPS)  # (R, M, 1)
-        zhat = z / norm
-        anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
-        sim = torch.bmm(anchors, keys.transpose(1, 2)).mul_(1.0 / tau)  # (R, A, P + Q)
-        s_pos, s_neg = sim[..., :num_positives], sim[..., num_positives:]
-        lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)  # (R, A, 1)
-        margin = lse - s_pos  # (R, A, P)
-        ctx.save_for_backward(zhat, norm, sim, lse, margin)
-        ctx.sizes = (num_anchors, num_positives, tau)
-        return F.softplus(margin).mean(dim=(1, 2))
+    def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
+        norm, zhat, sim = _similarities(z, config.anchors, config.tau)
+        lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
+        shifted = sim - lse  # (R, A, P + Q): s - lse
+        logsig, buffer = torch.ops.aten.log_sigmoid_forward(shifted[..., : config.positives])
+        neg_per_roi = logsig.mean(dim=(1, 2))  # minus the per-RoI loss
+        weights, count = _roi_weights(valid, config.reduction, neg_per_roi.dtype)
+        ctx.save_for_backward(z, zhat, norm, shifted, buffer, weights)
+        ctx.config = config
+        return _reduce_negated(neg_per_roi, weights, count, config.reduction)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
-        zhat, norm, sim, lse, margin = ctx.saved_tensors
-        num_anchors, num_positives, tau = ctx.sizes
-        # d loss / d margin = sigmoid(margin) / (A * P), scaled by the incoming per-RoI gradient.
-        d_margin = torch.sigmoid(margin).mul_((grad / (num_anchors * num_positives)).view(-1, 1, 1))
-        d_sim = torch.empty_like(sim)
-        d_sim[..., :num_positives] = -d_margin
-        # d lse / d s_neg is the softmax over negatives.
-        d_sim[..., num_positives:] = torch.exp(sim[..., num_positives:] - lse).mul_(
-            d_margin.sum(-1, keepdim=True)
-        )
-        d_sim.mul_(1.0 / tau)
-        anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
-        d_zhat = torch.cat([torch.bmm(d_sim, keys), torch.bmm(d_sim.transpose(1, 2), anchors)], dim=1)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        z, zhat, norm, shifted, buffer, weights = ctx.saved_tensors
+        config: _Config = ctx.config
+        if torch.is_grad_enabled():
+            return _differentiable_grad(z, grad, weights, config), None, None
+        a, p = config.anchors, config.positives
+        s_pos = shifted[..., :p]
+        roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+        # d loss / d (s_pos - lse) = -roi * sigmoid(lse - s_pos) / (A P); 1/(A P tau) comes in the GEMMs.
+        d_pos = torch.ops.aten.log_sigmoid_backward(roi.expand_as(s_pos), s_pos, buffer)
+        # d lse / d s_neg is the softmax over negatives, exp(s - lse); the positives' columns are
+        # overwritten next.
+        d_sim = torch.exp(shifted)
+        d_sim[..., p:].mul_(d_pos.sum(-1, keepdim=True))
+        if torch.compiler.is_compiling():
+            d_sim[..., :p] = -d_pos  # dynamo does not trace out= into a view; inductor fuses this anyway
+        else:
+            torch.neg(d_pos, out=d_sim[..., :p])
+        anchors, keys = zhat[:, :a], zhat[:, a:]
+        scale = 1.0 / (a * p * config.tau)
+        ignored = _ignored(norm)
+        d_anchors = torch.baddbmm(ignored, d_sim, keys, beta=0.0, alpha=scale)
+        d_keys = torch.baddbmm(ignored, d_sim.transpose(1, 2), anchors, beta=0.0, alpha=scale)
+        d_zhat = torch.cat([d_anchors, d_keys], dim=1)
         # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
         radial = (d_zhat * zhat).sum(-1, keepdim=True)
-        return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None, None
+        return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None
 
 
-def _info_nce_stacked(z: Tensor, num_anchors: int, num_positives: int, tau: float) -> Tensor:
-    """Per-RoI loss from the stacked samples ``z`` (R, A + P + Q, D): anchors, positives, negatives.
+def _info_nce(
+    z: Tensor,
+    valid: Tensor | None,
+    num_anchors: int,
+    num_positives: int,
+    tau: float,
+    reduction: str,
+) -> Tensor:
+    """The infoNCE kernel (arguments already checked) on the samples' features z (R, A + P + Q, D).
 
-    Normalises once, computes every anchor x (positive, negative) similarity in one batched matmul.
-    Runs outside autocast in float32 (float64 stays float64). Returns float tensor (R,).
+    Runs outside autocast in float32 (float64 stays float64). Returns the reduced loss: (R,) for
+    ``"none"`` (zero at invalid RoIs), else a scalar. With ``valid`` given, the features of invalid RoIs
+    must be finite (the gather zeroes them): they then get exactly zero gradient.
     """
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z = z.to(_compute_dtype(z.dtype))
+        dtype = _compute_dtype(z.dtype)
+        if z.dtype != dtype:
+            z = z.to(dtype)
         if z.shape[1] == num_anchors + num_positives:
             # No negatives: every term is -log(1) = 0; keep the graph.
-            return z.sum(dim=(1, 2)) * 0.0
-        out: Tensor = _StackedInfoNCE.apply(z, num_anchors, num_positives, tau)
+            weights, count = _roi_weights(valid, reduction, dtype)
+            return _reduce_negated(z.sum(dim=(1, 2)) * 0.0, weights, count, reduction)
+        config = _Config(num_anchors, num_positives, tau, reduction)
+        out: Tensor = _InfoNCE.apply(z, valid, config)
         return out
-
-
-def reduce_per_roi(per_roi: Tensor, valid: Tensor | None, reduction: str) -> Tensor:
-    """Zero the losses of invalid RoIs and reduce over RoIs without a host sync.
-
-    ``"mean"`` divides by the number of valid RoIs (at least 1), ``"sum"`` adds them, ``"none"`` returns
-    the (R,) vector with zeros at invalid RoIs. The result stays in the autograd graph even when no RoI is
-    valid or R is 0.
-    """
-    if valid is not None:
-        per_roi = torch.where(valid, per_roi, per_roi.new_zeros(()))
-    if reduction == "none":
-        return per_roi
-    total = per_roi.sum()
-    if reduction == "sum":
-        return total
-    count = valid.sum() if valid is not None else per_roi.new_tensor(per_roi.shape[0])
-    return total / count.clamp(min=1).to(total.dtype)
 
 
 def dense_info_nce(
@@ -175,6 +262,5 @@ def dense_info_nce(
             f"anchors {shape_str(anchors.shape)}, positives {shape_str(positives.shape)}"
         )
     dtype = torch.promote_types(torch.promote_types(anchors.dtype, positives.dtype), negatives.dtype)
-    z = torch.cat([anchors.to(dtype), positives.to(dtype), negatives.to(dtype)], dim=1)
-    per_roi = _info_nce_stacked(z, a, positives.shape[1], tau)
-    return reduce_per_roi(per_roi, None, reduction)
+    z = torch.cat([anchors.to(dtype), positives.to(dtype), negatives.to(dtype)], dim=1)  # (R, M, D)
+    return _info_nce(z, None, a, positives.shape[1], tau, reduction)

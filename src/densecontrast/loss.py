@@ -29,10 +29,10 @@ from ._validation import (
     check_tensor,
     shape_str,
 )
-from .gather import gather_pixels, gather_pixels_passthrough
-from .infonce import _info_nce_stacked, reduce_per_roi
+from .gather import _GatherPassthrough, _GatherRows
+from .infonce import _info_nce
 from .projection import ProjectionHead
-from .sampling import PixelSamples, sample_pixels
+from .sampling import PixelSamples, _no_rois_can_be_valid, _sample, check_mask_values
 
 DEFAULT_K = 32
 """Samples per set (anchors, positives, negatives): the paper's ablation (Table 3)."""
@@ -40,7 +40,7 @@ DEFAULT_TAU = 0.07
 """Temperature: the paper's ablation (Table 4) and the released code."""
 
 
-def _check_inputs(feats: Tensor, masks: Tensor) -> None:
+def _check_inputs(feats: object, masks: object, projector: nn.Module | None) -> tuple[Tensor, Tensor]:
     feats = check_tensor("feats", feats)
     masks = check_tensor("masks", masks)
     check_ndim("feats", feats, 4, "(R, C, H, W)")
@@ -52,32 +52,133 @@ def _check_inputs(feats: Tensor, masks: Tensor) -> None:
             f"got masks {shape_str(masks.shape)} for feats {shape_str(feats.shape)}"
         )
     check_same_device(feats=feats, masks=masks)
+    _check_projector_channels(projector, feats.shape[1], "feats", feats.shape)
+    return feats, masks
 
 
-def _check_samples(samples: object, feats: Tensor) -> PixelSamples:
+def _check_projector_channels(projector: nn.Module | None, channels: int, name: str, shape: object) -> None:
+    if isinstance(projector, ProjectionHead) and channels != projector.in_channels:
+        raise ValueError(
+            f"{name} must have {projector.in_channels} channels for the projector's "
+            f"in_channels={projector.in_channels}; got {name} {shape_str(shape)}"  # type: ignore[arg-type]
+        )
+
+
+def _check_projector(projector: object) -> nn.Module | None:
+    if projector is not None and not isinstance(projector, nn.Module):
+        raise TypeError(
+            "projector must be None or an nn.Module mapping (..., C) to (..., D); "
+            f"got {type(projector).__name__}"
+        )
+    return projector
+
+
+def _check_samples(
+    samples: object, num_rois: int, num_pixels: int, like: Tensor, like_name: str
+) -> PixelSamples:
     if not isinstance(samples, tuple) or len(samples) != 4:
         raise TypeError(
             "samples must be a PixelSamples (anchors, positives, negatives, valid); "
             f"got {type(samples).__name__}"
         )
     anchors, positives, negatives, valid = samples
-    r = feats.shape[0]
     for name, t in (("anchors", anchors), ("positives", positives), ("negatives", negatives)):
         t = check_tensor(f"samples.{name}", t)
-        if t.ndim != 2 or t.shape[0] != r:
+        if t.ndim != 2 or t.shape[0] != num_rois:
             raise ValueError(
-                f"samples.{name} must have shape (R, K) with R = {r} from feats {shape_str(feats.shape)}; "
-                f"got {shape_str(t.shape)}"
+                f"samples.{name} must have shape (R, K) with R = {num_rois} from {like_name} "
+                f"{shape_str(like.shape)}; got {shape_str(t.shape)}"
             )
         if t.dtype != torch.int64:
             raise TypeError(f"samples.{name} must be int64; got {t.dtype}")
-    valid = check_tensor("samples.valid", valid)
-    if valid.shape != (r,) or valid.dtype != torch.bool:
+    if anchors.shape[1] == 0 or positives.shape[1] == 0:
         raise ValueError(
-            f"samples.valid must be a bool tensor of shape ({r},); got {valid.dtype} {shape_str(valid.shape)}"
+            "samples need at least one anchor and one positive per RoI; got "
+            f"anchors {shape_str(anchors.shape)}, positives {shape_str(positives.shape)}"
         )
-    check_same_device(feats=feats, anchors=anchors, positives=positives, negatives=negatives, valid=valid)
+    if num_pixels == 0:
+        raise ValueError(
+            f"{like_name} {shape_str(like.shape)} has an empty H x W grid, so samples cannot name a pixel"
+        )
+    valid = check_tensor("samples.valid", valid)
+    if valid.shape != (num_rois,) or valid.dtype != torch.bool:
+        raise ValueError(
+            f"samples.valid must be a bool tensor of shape ({num_rois},); got {valid.dtype} "
+            f"{shape_str(valid.shape)}"
+        )
+    check_same_device(
+        **{like_name: like}, anchors=anchors, positives=positives, negatives=negatives, valid=valid
+    )
     return PixelSamples(anchors, positives, negatives, valid)
+
+
+def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
+    """The projector on channels-first rows (C, R, N) -> (R, N, D)."""
+    if projector is None:
+        return rows.permute(1, 2, 0)
+    if isinstance(projector, ProjectionHead) and type(projector).forward is ProjectionHead.forward:
+        return projector._forward_channels_first(rows)
+    out: Tensor = projector(rows.permute(1, 2, 0))  # any module mapping (..., C) to (..., D)
+    return out
+
+
+def _dense_contrastive(
+    feats: Tensor,
+    masks: Tensor,
+    *,
+    k: int,
+    tau: float,
+    projector: nn.Module | None,
+    replacement: bool,
+    reduction: str,
+    samples: PixelSamples | None,
+    generator: torch.Generator | None,
+    passthrough: bool,
+) -> tuple[Tensor, Tensor]:
+    """The loss's kernel (arguments already checked): ``(feats_out, loss)``.
+
+    ``feats_out`` is ``feats`` itself, or its pass-through for
+    :meth:`DenseContrastiveLoss.forward_passthrough`.
+    """
+    r, _, h, w = feats.shape
+    if samples is None:
+        if _no_rois_can_be_valid(h * w, k, replacement):
+            return _no_valid_roi(feats, tau, projector, reduction, passthrough)
+        index3, valid = _sample(masks, k, replacement, generator)  # (R, 3, K)
+        index = index3.reshape(r, 3 * k)
+        num_anchors = num_positives = k
+    else:
+        index = torch.cat([samples.anchors, samples.positives, samples.negatives], dim=1)
+        valid = samples.valid
+        num_anchors, num_positives = samples.anchors.shape[1], samples.positives.shape[1]
+    if passthrough:
+        feats_out, rows = _GatherPassthrough.apply(feats, index, valid)
+    else:
+        feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
+    return feats_out, _info_nce(_project(rows, projector), valid, num_anchors, num_positives, tau, reduction)
+
+
+def _no_valid_roi(
+    feats: Tensor, tau: float, projector: nn.Module | None, reduction: str, passthrough: bool
+) -> tuple[Tensor, Tensor]:
+    """The zero of a batch where the grid is too small for any valid RoI, still in the graph.
+
+    It never allocates anything of size K (k may be far above H*W) and reaches feats and every
+    projector parameter, with zero gradients.
+    """
+    r, c, h, w = feats.shape
+    valid = torch.zeros(r, dtype=torch.bool, device=feats.device)
+    if h * w == 0:
+        rows = feats.sum(dim=(2, 3)).t().unsqueeze(2).expand(c, r, 3)  # an empty sum: exact zeros
+        feats_out = feats
+    else:
+        index = torch.zeros((), dtype=torch.int64, device=feats.device).expand(r, 3)
+        apply = _GatherPassthrough.apply if passthrough else None
+        if apply is None:
+            feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
+        else:
+            feats_out, rows = apply(feats, index, valid)
+    return feats_out, _info_nce(_project(rows, projector), valid, 1, 1, tau, reduction)
 
 
 def dense_contrastive_loss(
@@ -110,23 +211,73 @@ def dense_contrastive_loss(
 
     Returns:
         float32 (float64 for float64 feats) scalar, or (R,) for ``reduction="none"``. With no valid RoI,
-        or R = 0, a zero that stays in the autograd graph and reaches every projector parameter.
+        R = 0 or an empty H x W grid, a zero that stays in the autograd graph and reaches every projector
+        parameter. Invalid RoIs contribute exactly zero to every gradient, even when their features are
+        not finite.
+
+    Examples:
+        >>> feats = torch.randn(2, 8, 6, 6)
+        >>> masks = torch.zeros(2, 6, 6, dtype=torch.bool)
+        >>> masks[:, 1:4, 1:4] = True
+        >>> dense_contrastive_loss(feats, masks, k=4, tau=0.1).shape
+        torch.Size([])
     """
-    _check_inputs(feats, masks)
+    feats, masks = _check_inputs(feats, masks, _check_projector(projector))
     k = check_positive_int("k", k)
     tau = check_tau(tau)
     reduction = check_reduction(reduction)
+    samples = _checked_samples_or_masks(samples, feats, masks)
+    _, loss = _dense_contrastive(
+        feats,
+        masks,
+        k=k,
+        tau=tau,
+        projector=projector,
+        replacement=bool(replacement),
+        reduction=reduction,
+        samples=samples,
+        generator=generator,
+        passthrough=False,
+    )
+    return loss
+
+
+def _checked_samples_or_masks(samples: object, feats: Tensor, masks: Tensor) -> PixelSamples | None:
     if samples is None:
-        samples = sample_pixels(masks, k, replacement=replacement, generator=generator)
-    else:
-        samples = _check_samples(samples, feats)
-    rows = gather_pixels(feats, sample_index(samples))  # (R, 3K, C)
-    return loss_from_rows(rows, samples, tau=tau, projector=projector, reduction=reduction)
+        check_mask_values(masks)
+        return None
+    return _check_samples(samples, feats.shape[0], feats.shape[2] * feats.shape[3], feats, "feats")
 
 
 def sample_index(samples: PixelSamples) -> Tensor:
-    """The (R, A + P + Q) index of all samples of each RoI: anchors, then positives, then negatives."""
-    return torch.cat([samples.anchors, samples.positives, samples.negatives], dim=1)
+    """The (R, A + P + Q) index of all samples of each RoI: anchors, then positives, then negatives.
+
+    Args:
+        samples: a :class:`PixelSamples`.
+
+    Returns:
+        int64 tensor (R, A + P + Q), the order :func:`loss_from_rows` expects.
+
+    Examples:
+        >>> t = torch.tensor
+        >>> s = PixelSamples(t([[0]]), t([[1]]), t([[2, 3]]), t([True]))
+        >>> sample_index(s).tolist()
+        [[0, 1, 2, 3]]
+    """
+    if not isinstance(samples, tuple) or len(samples) != 4:
+        raise TypeError(
+            "samples must be a PixelSamples (anchors, positives, negatives, valid); "
+            f"got {type(samples).__name__}"
+        )
+    anchors = check_tensor("samples.anchors", samples[0])
+    return torch.cat(
+        [
+            anchors,
+            check_tensor("samples.positives", samples[1]),
+            check_tensor("samples.negatives", samples[2]),
+        ],
+        dim=1,
+    )
 
 
 def loss_from_rows(
@@ -139,39 +290,77 @@ def loss_from_rows(
 ) -> Tensor:
     """The loss from pixel features already gathered in the order of :func:`sample_index`.
 
+    For callers that gather (or compute) the sampled pixels' features themselves. Rows of invalid RoIs
+    are replaced by zeros before anything reads them, so they contribute exactly zero to every gradient.
+
     Args:
         rows: float tensor (R, A + P + Q, C), e.g. ``gather_pixels(feats, sample_index(samples))``.
         samples: the :class:`PixelSamples` the rows were gathered with (their sizes and ``valid``).
-        tau: temperature.
+        tau: temperature, a positive number.
         projector: applied to the rows first (the learnable similarity), or None.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in :func:`dense_contrastive_loss`.
 
     Returns:
         float32 (float64 for float64 rows) scalar, or (R,) for ``reduction="none"``.
+
+    Raises:
+        TypeError: rows is not a floating-point tensor, or samples not a PixelSamples.
+        ValueError: rows is not (R, A + P + Q, C) for these samples, or tau / reduction are invalid.
+
+    Examples:
+        >>> t = torch.tensor
+        >>> s = PixelSamples(t([[0]]), t([[1]]), t([[2]]), t([True]))
+        >>> rows = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+        >>> round(loss_from_rows(rows, s, tau=1.0).item(), 4)   # log(1 + e^-1)
+        0.3133
     """
-    z = rows if projector is None else projector(rows)  # (R, 3K, D)
-    per_roi = _info_nce_stacked(z, samples.anchors.shape[1], samples.positives.shape[1], tau)
-    return reduce_per_roi(per_roi, samples.valid, reduction)
+    rows = check_tensor("rows", rows)
+    check_ndim("rows", rows, 3, "(R, A + P + Q, C)")
+    check_floating("rows", rows)
+    samples = _check_samples(samples, rows.shape[0], 1, rows, "rows")
+    tau = check_tau(tau)
+    reduction = check_reduction(reduction)
+    _check_projector_channels(_check_projector(projector), rows.shape[2], "rows", rows.shape)
+    num_anchors, num_positives = samples.anchors.shape[1], samples.positives.shape[1]
+    expected = num_anchors + num_positives + samples.negatives.shape[1]
+    if rows.shape[1] != expected:
+        raise ValueError(
+            f"rows must have shape (R, A + P + Q, C) with A + P + Q = {expected} from samples "
+            f"(anchors {shape_str(samples.anchors.shape)}, positives {shape_str(samples.positives.shape)}, "
+            f"negatives {shape_str(samples.negatives.shape)}); got rows {shape_str(rows.shape)}"
+        )
+    valid = samples.valid.view(1, -1, 1)
+    channels_first = torch.where(valid, rows.permute(2, 0, 1), valid)  # invalid RoIs: exact zeros
+    z = _project(channels_first, projector)
+    return _info_nce(z, samples.valid, num_anchors, num_positives, tau, reduction)
 
 
 class DenseContrastiveLoss(nn.Module):
     """Dense contrastive loss for instance segmentation (Chen, Tang, Hu, BMVC 2022).
 
+    ``DenseContrastiveLoss(k=32, tau=0.07)`` alone scores pixels by plain cosine similarity: the
+    paper's weaker variant. The paper's default, the learnable similarity (Table 2: +1.4 AP), needs
+    ``in_channels=C`` (a :class:`ProjectionHead`) or a ``projector=`` module; the repr says which
+    (``similarity=cosine`` or ``similarity=projector``).
+
     Per RoI, K anchors and K positives are sampled from the ground-truth instance pixels and K negatives
-    from the rest of the RoI; the sampled features are (optionally) projected by a learnable head,
-    L2-normalised, and scored with infoNCE (see :func:`dense_contrastive_loss`).
+    from the rest of the RoI; the sampled features are (optionally) projected, L2-normalised, and scored
+    with infoNCE (see :func:`dense_contrastive_loss`).
 
     Args:
         k: samples per set. Default 32 (the paper's ablation).
         tau: temperature. Default 0.07.
         in_channels: C. When given, a :class:`ProjectionHead` (C -> C -> ``proj_channels``) makes the
-            similarity learnable (the paper's default); when None, plain cosine similarity.
-        proj_channels: D, the projected dimension.
+            similarity learnable (the paper's default).
+        proj_channels: D, the projected dimension of that head.
+        projector: instead of ``in_channels``, any module mapping (..., C) to (..., D), applied to the
+            sampled pixels only.
         replacement: sample with replacement (the released code) instead of without (the paper).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Attributes:
-        projector: the :class:`ProjectionHead`, or None.
+        k, tau, replacement, reduction: as given.
+        projector: the projection module, or None (cosine similarity).
 
     Shape:
         - feats: (R, C, H, W), floating
@@ -188,9 +377,11 @@ class DenseContrastiveLoss(nn.Module):
         >>> loss.backward()
         >>> loss.shape, feats.grad.shape
         (torch.Size([]), torch.Size([3, 16, 14, 14]))
+        >>> DenseContrastiveLoss()
+        DenseContrastiveLoss(k=32, tau=0.07, similarity=cosine, replacement=False, reduction='mean')
     """
 
-    projector: ProjectionHead | None
+    projector: nn.Module | None
 
     def __init__(
         self,
@@ -199,6 +390,7 @@ class DenseContrastiveLoss(nn.Module):
         *,
         in_channels: int | None = None,
         proj_channels: int = 256,
+        projector: nn.Module | None = None,
         replacement: bool = False,
         reduction: str = "mean",
     ) -> None:
@@ -207,9 +399,15 @@ class DenseContrastiveLoss(nn.Module):
         self.tau = check_tau(tau)
         self.reduction = check_reduction(reduction)
         self.replacement = bool(replacement)
-        self.projector = (
-            None if in_channels is None else ProjectionHead(in_channels, out_channels=proj_channels)
-        )
+        projector = _check_projector(projector)
+        if projector is not None and in_channels is not None:
+            raise ValueError(
+                "pass either in_channels (a ProjectionHead is built) or projector (your own module), "
+                f"not both; got in_channels={in_channels!r} and projector={type(projector).__name__}"
+            )
+        if in_channels is not None:
+            projector = ProjectionHead(in_channels, out_channels=proj_channels)
+        self.projector = projector
 
     def forward(
         self,
@@ -220,7 +418,8 @@ class DenseContrastiveLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Loss of the RoIs ``feats`` (R, C, H, W) against their instance ``masks`` (R, H, W)."""
-        return dense_contrastive_loss(
+        feats, masks = _check_inputs(feats, masks, self.projector)
+        _, loss = _dense_contrastive(
             feats,
             masks,
             k=self.k,
@@ -228,9 +427,11 @@ class DenseContrastiveLoss(nn.Module):
             projector=self.projector,
             replacement=self.replacement,
             reduction=self.reduction,
-            samples=samples,
+            samples=_checked_samples_or_masks(samples, feats, masks),
             generator=generator,
+            passthrough=False,
         )
+        return loss
 
     def forward_passthrough(
         self,
@@ -257,14 +458,23 @@ class DenseContrastiveLoss(nn.Module):
         Returns:
             ``(feats_out, loss)``: feats_out (R, C, H, W) equal to feats; loss as :meth:`forward`.
         """
-        _check_inputs(feats, masks)
-        if samples is None:
-            samples = sample_pixels(masks, self.k, replacement=self.replacement, generator=generator)
-        else:
-            samples = _check_samples(samples, feats)
-        feats_out, rows = gather_pixels_passthrough(feats, sample_index(samples))
-        loss = loss_from_rows(rows, samples, tau=self.tau, projector=self.projector, reduction=self.reduction)
-        return feats_out, loss
+        feats, masks = _check_inputs(feats, masks, self.projector)
+        return _dense_contrastive(
+            feats,
+            masks,
+            k=self.k,
+            tau=self.tau,
+            projector=self.projector,
+            replacement=self.replacement,
+            reduction=self.reduction,
+            samples=_checked_samples_or_masks(samples, feats, masks),
+            generator=generator,
+            passthrough=True,
+        )
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, tau={self.tau}, replacement={self.replacement}, reduction={self.reduction!r}"
+        similarity = "cosine" if self.projector is None else "projector"
+        return (
+            f"k={self.k}, tau={self.tau}, similarity={similarity}, replacement={self.replacement}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -33,25 +33,81 @@ class PixelSamples(NamedTuple):
     valid: Tensor
 
 
-def _without_replacement(excluded: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    # Independent uniform keys, excluded pixels pushed past every member: the K smallest keys of a row
-    # are a uniformly random K-subset of its members, in uniformly random order. One draw and one top-k
-    # serve all three sets (excluded is (3, R, H*W)).
-    keys = torch.rand(excluded.shape, generator=generator, device=excluded.device)
-    keys.masked_fill_(excluded, 2.0)
-    return keys.topk(k, dim=-1, largest=False, sorted=False).indices
+def _no_rois_can_be_valid(num_pixels: int, k: int, replacement: bool) -> bool:
+    """Whether the grid is too small for any RoI to hold k members in both sets (decided from shapes)."""
+    # Without replacement a valid RoI needs |M| >= k and |M̄| >= k, with it |M| > k and |M̄| > k.
+    return num_pixels < (2 * k + 2 if replacement else 2 * k)
 
 
-def _with_replacement(member: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+def _rand(
+    shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor, dtype: torch.dtype
+) -> Tensor:
+    # generator=None is left out rather than passed: the generator overload of rand does not accept the
+    # symbolic sizes of torch.compile(dynamic=True).
+    if generator is None:
+        return torch.rand(shape, device=like.device, dtype=dtype)
+    return torch.rand(shape, generator=generator, device=like.device, dtype=dtype)
+
+
+def _filler(num_rois: int, k: int, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """In-range indices (R, 3, K) of no meaning and an all-False validity, without allocating R x 3 x K."""
+    index = torch.zeros((), dtype=torch.int64, device=masks.device).expand(num_rois, 3, k)
+    return index, torch.zeros(num_rois, dtype=torch.bool, device=masks.device)
+
+
+def _sample(
+    masks: Tensor, k: int, replacement: bool, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """The sampler's kernel (arguments already checked): indices (R, 3, K) and validity (R,).
+
+    ``index[:, 0]`` holds the anchors, ``index[:, 1]`` the positives, ``index[:, 2]`` the negatives.
+    """
+    num_rois = masks.shape[0]
+    num_pixels = masks.shape[1] * masks.shape[2]
+    if _no_rois_can_be_valid(num_pixels, k, replacement):
+        return _filler(num_rois, k, masks)
+    flat = masks.reshape(num_rois, num_pixels)
+    lo, hi = (k + 1, num_pixels - k - 1) if replacement else (k, num_pixels - k)
+    if flat.dtype == torch.bool:
+        inside, not_outside = flat, flat
+        n_in = flat.sum(dim=1)
+        valid = n_in.clamp(lo, hi) == n_in  # lo <= |M| and |M̄| = H*W - |M| >= lo
+    else:
+        inside, not_outside = flat == 1, flat != 0
+        n_in = inside.sum(dim=1)
+        n_out = num_pixels - not_outside.sum(dim=1)
+        valid = (n_in >= lo) & (n_out >= lo)
+    if replacement:
+        return _with_replacement(inside, not_outside, k, generator), valid
+    return _without_replacement(inside, not_outside, k, generator), valid
+
+
+def _without_replacement(
+    inside: Tensor, not_outside: Tensor, k: int, generator: torch.Generator | None
+) -> Tensor:
+    # Independent uniform keys in [0, 1) for the three sets; the members of a set are lifted above every
+    # other pixel (instance pixels +1 for anchors and positives, the rest of the RoI kept while the others
+    # drop by 1 for negatives). The K largest keys of a row are then a uniformly random K-subset of its
+    # members whenever it has K of them: one draw and one top-k serve all three sets.
+    keys = _rand((inside.shape[0], 3, inside.shape[1]), generator, inside, torch.float32)
+    keys[:, :2].add_(inside.unsqueeze(1))
+    keys[:, 2].add_(not_outside, alpha=-1)
+    return keys.topk(k, dim=-1, sorted=False).indices
+
+
+def _with_replacement(
+    inside: Tensor, not_outside: Tensor, k: int, generator: torch.Generator | None
+) -> Tensor:
     # The j-th member of a row (j uniform in [0, count)) is the first position where the running count
-    # of members reaches j + 1. member is (3, R, H*W); rows are flattened for searchsorted.
-    sets, rois, pixels = member.shape
-    running = member.reshape(sets * rois, pixels).cumsum(dim=1, dtype=torch.int64)
+    # of members reaches j + 1. Rows are (RoI, set) pairs, flattened for searchsorted.
+    rois, pixels = inside.shape
+    member = torch.stack([inside, inside, ~not_outside], dim=1).reshape(rois * 3, pixels)
+    running = member.cumsum(dim=1, dtype=torch.int64)
     count = running[:, -1:]
-    u = torch.rand((sets * rois, k), generator=generator, device=member.device, dtype=torch.float64)
+    u = _rand((rois * 3, k), generator, inside, torch.float64)
     j = torch.minimum((u * count).to(torch.int64), (count - 1).clamp(min=0))
     pos = torch.searchsorted(running, j + 1).clamp_(max=pixels - 1)
-    return pos.reshape(sets, rois, k)
+    return pos.reshape(rois, 3, k)
 
 
 def sample_pixels(
@@ -99,30 +155,5 @@ def sample_pixels(
     check_ndim("masks", masks, 3, "(R, H, W)")
     k = check_positive_int("k", k)
     check_mask_values(masks)
-
-    num_rois = masks.shape[0]
-    num_pixels = masks.shape[1] * masks.shape[2]
-    flat = masks.reshape(num_rois, num_pixels)
-    if num_pixels == 0 or num_rois == 0 or (k > num_pixels and not replacement):
-        # No RoI can be valid; keep the documented shapes with in-range filler indices.
-        filler = torch.zeros((num_rois, k), dtype=torch.int64, device=masks.device)
-        valid = torch.zeros(num_rois, dtype=torch.bool, device=masks.device)
-        return PixelSamples(filler, filler.clone(), filler.clone(), valid)
-
-    if flat.dtype == torch.bool:
-        inside, outside = flat, ~flat
-    else:
-        inside, outside = flat == 1, flat == 0
-    n_in = inside.sum(dim=1)
-    n_out = outside.sum(dim=1)
-    if replacement:
-        valid = (n_in > k) & (n_out > k)
-        drawn = _with_replacement(torch.stack([inside, inside, outside]), k, generator)
-    else:
-        valid = (n_in >= k) & (n_out >= k)
-        if flat.dtype == torch.bool:
-            excluded = torch.stack([outside, outside, inside])
-        else:
-            excluded = torch.stack([~inside, ~inside, ~outside])
-        drawn = _without_replacement(excluded, k, generator)
-    return PixelSamples(drawn[0], drawn[1], drawn[2], valid)
+    index, valid = _sample(masks, k, bool(replacement), generator)
+    return PixelSamples(index[:, 0], index[:, 1], index[:, 2], valid)

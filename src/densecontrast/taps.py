@@ -21,8 +21,9 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["FeatureTap", "resolve_module"]
 
-TapWhat = Literal["input", "inputs", "output"]
-_WHATS: tuple[str, ...] = ("input", "inputs", "output")
+TapWhat = Literal["output", "input", "args", "inputs"]
+_WHATS: tuple[str, ...] = ("output", "input", "args")
+_ALIASES = {"inputs": "args"}  # the older spelling, one letter from "input"; kept working
 
 
 def _check_not_scripted(name: str, module: nn.Module) -> None:
@@ -85,13 +86,14 @@ class FeatureTap:
     Args:
         module: the module to tap.
         what: ``"output"`` (what the module returns), ``"input"`` (its first positional argument) or
-            ``"inputs"`` (the tuple of all positional arguments). Inputs are read by a forward pre-hook,
-            before the module runs, so an in-place operation inside the module cannot have changed them.
+            ``"args"`` (the tuple of all its positional arguments; ``"inputs"`` is accepted as an older
+            spelling of ``"args"``). Inputs are read by a forward pre-hook, before the module runs, so an
+            in-place operation inside the module cannot have changed them.
         training_only: capture only while ``module.training`` is True.
 
     Attributes:
         module: the tapped module.
-        what: what is captured.
+        what: what is captured: ``"output"``, ``"input"`` or ``"args"``.
         training_only: whether captures happen in training mode only.
 
     The tap is a context manager: leaving the ``with`` block removes the hook. Tapping a ScriptModule
@@ -112,6 +114,7 @@ class FeatureTap:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
         _check_not_scripted("module", module)
+        what = _ALIASES.get(what, what)  # type: ignore[assignment]
         if what not in _WHATS:
             raise ValueError(f"what must be one of {_WHATS}; got {what!r}")
         if not isinstance(training_only, bool):
@@ -141,7 +144,7 @@ class FeatureTap:
         Args:
             model: the root module; a ScriptModule is refused with ``TypeError``.
             target: dotted name or module object (see :func:`resolve_module`).
-            what: ``"output"``, ``"input"`` or ``"inputs"``.
+            what: ``"output"``, ``"input"`` or ``"args"`` (``"inputs"``: the older spelling of ``"args"``).
             training_only: capture only in training mode.
 
         Returns:
@@ -156,7 +159,7 @@ class FeatureTap:
 
     def _on_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self._wanted(module):
-            self._value = args if self.what == "inputs" else (args[0] if args else None)
+            self._value = args if self.what == "args" else (args[0] if args else None)
             self._captured = True
 
     def _on_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:

@@ -1,0 +1,149 @@
+"""The loss's time against its floor at small R, alternating the two in one process.
+
+Usage::
+
+    python benchmarks/small_r.py --sizes 32 256 --rounds 40
+    python benchmarks/small_r.py --baseline-src ../other-checkout/src   # also another version of the loss
+
+Each round times one forward + backward of ``DenseContrastiveLoss(k=32, tau=0.07, in_channels=256)`` and
+one of the floor (the projection's two GEMMs forward and backward on the R x 3K sampled rows, plus
+writing one dense gradient of the size of ``feats``), back to back, so that both see the same load. It
+prints the median of the per-round ratios and the ratio of the medians; on a shared machine the first is
+the steadier. Results go to ``--out`` as JSON when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from _common import roi_batch, synchronize
+
+from densecontrast import DenseContrastiveLoss
+
+K = 32
+C = 256
+
+
+def load_package(src: Path, name: str = "densecontrast_baseline"):
+    """Import the densecontrast package under ``src`` as ``name``, beside the installed one."""
+    import importlib.util
+    import sys
+
+    init = src / "densecontrast" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no densecontrast package under {src}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLoss):
+    feats, masks = roi_batch(num_rois, C, device=device)
+    torch.manual_seed(0)
+    crit = loss_class(k=K, tau=0.07, in_channels=C).to(device)
+
+    def step() -> None:
+        feats.grad = None
+        for p in crit.parameters():
+            p.grad = None
+        crit(feats, masks).backward()
+        synchronize(device)
+
+    return step
+
+
+def floor_step(num_rois: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(num_rois * 3 * K, C, generator=g).to(device).requires_grad_(True)
+    w1 = (torch.randn(C, C, generator=g) / C**0.5).to(device).requires_grad_(True)
+    w2 = (torch.randn(C, C, generator=g) / C**0.5).to(device).requires_grad_(True)
+    shape = (num_rois, C, 28, 28)
+
+    def step() -> None:
+        rows.grad = w1.grad = w2.grad = None
+        (torch.relu(rows @ w1) @ w2).sum().backward()
+        torch.zeros(shape, device=device)
+        synchronize(device)
+
+    return step
+
+
+def alternate(steps: dict, rounds: int, warmup: int = 3, clock=time.perf_counter) -> dict[str, float]:
+    """Time each step once per round, in an order that rotates every round; medians and ratios."""
+    names = list(steps)
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            start = clock()
+            steps[name]()
+            times[name].append(clock() - start)
+    out: dict[str, float] = {"rounds": rounds}
+    for name in names:
+        out[f"{name}_median_s"] = statistics.median(times[name])
+    for name in names:
+        if name == "floor":
+            continue
+        ratios = [a / b for a, b in zip(times[name], times["floor"])]
+        out[f"{name}_median_of_ratios"] = statistics.median(ratios)
+        out[f"{name}_ratio_of_medians"] = out[f"{name}_median_s"] / out["floor_median_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the process's CPU time (steadier on a loaded CPU; meaningless for CUDA)",
+    )
+    parser.add_argument(
+        "--baseline-src", type=Path, help="a src/ folder with another densecontrast to compare"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    results = {}
+    baseline = load_package(args.baseline_src) if args.baseline_src else None
+    for r in args.sizes:
+        steps = {"ours": loss_step(r, device), "floor": floor_step(r, device)}
+        if baseline is not None:
+            steps["baseline"] = loss_step(r, device, baseline.DenseContrastiveLoss)
+        res = alternate(
+            steps, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter
+        )
+        results[str(r)] = res
+        line = f"R={r:5d}  floor {1e3 * res['floor_median_s']:8.2f} ms"
+        for name in steps:
+            if name != "floor":
+                line += (
+                    f" | {name} {1e3 * res[f'{name}_median_s']:8.2f} ms, "
+                    f"{res[f'{name}_median_of_ratios']:.3f}x floor (median of ratios), "
+                    f"{res[f'{name}_ratio_of_medians']:.3f}x (ratio of medians)"
+                )
+        print(line)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps({"device": str(device), "torch": torch.__version__, "results": results})
+        )
+
+
+if __name__ == "__main__":
+    main()
