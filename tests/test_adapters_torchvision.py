@@ -125,8 +125,8 @@ def _tapped_step(model: nn.Module) -> dict[str, Any]:
     handle = attach(model)
     images, targets = _batch()
     with (
-        FeatureTap.on(model, "roi_heads", what="inputs") as heads_in,
-        FeatureTap.on(model, "roi_heads.mask_roi_pool", what="inputs") as pool_in,
+        FeatureTap.on(model, "roi_heads", what="args") as heads_in,
+        FeatureTap.on(model, "roi_heads.mask_roi_pool", what="args") as pool_in,
         FeatureTap.on(model, "roi_heads.mask_predictor.mask_fcn_logits") as logits_tap,
     ):
         losses = model(images, targets)
@@ -380,8 +380,8 @@ def test_custom_criterion_gets_feats_and_thresholded_masks(fresh: nn.Module) -> 
     assert fresh.dense_contrast is recorder
     images, targets = _batch(11)
     with (
-        FeatureTap.on(fresh, "roi_heads", what="inputs") as heads_in,
-        FeatureTap.on(fresh, "roi_heads.mask_roi_pool", what="inputs") as pool_in,
+        FeatureTap.on(fresh, "roi_heads", what="args") as heads_in,
+        FeatureTap.on(fresh, "roi_heads.mask_roi_pool", what="args") as pool_in,
         FeatureTap.on(fresh, "roi_heads.mask_predictor.relu") as relu_out,
     ):
         losses = fresh(images, targets)

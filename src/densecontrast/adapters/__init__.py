@@ -7,6 +7,8 @@ torch-only:
   ``losses["loss_dcl"]``).
 - :mod:`densecontrast.adapters.ultralytics`: Ultralytics YOLO-seg (a trainer class, or ``attach(model)``
   for your own loop; the loss appears as ``dcl_loss``).
+- :mod:`densecontrast.adapters.transformers`: Hugging Face Mask2Former and MaskFormer (``attach(model)``
+  adds ``loss_dcl`` to the criterion's loss dict and to ``outputs.loss``).
 - :mod:`densecontrast.adapters.rois`: ground-truth boxes as RoIs on any dense mask-feature map
   (:func:`~densecontrast.adapters.rois.gt_box_rois`), for models without proposals.
 

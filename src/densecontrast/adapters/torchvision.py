@@ -213,7 +213,7 @@ class DenseContrastHandle(AdapterHandle):
         self._fast_loss: Tensor | None = None
         roi_heads = _submodule(model, "roi_heads")
         self._proposal_tap = FeatureTap(
-            _submodule(roi_heads, "mask_roi_pool"), what="inputs", training_only=True
+            _submodule(roi_heads, "mask_roi_pool"), what="args", training_only=True
         )
         self._feature_tap = FeatureTap(layer, what="input", training_only=True)
         self._add_hook(roi_heads.register_forward_pre_hook(self._on_roi_heads_input, with_kwargs=True))
