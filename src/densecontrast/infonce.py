@@ -70,13 +70,30 @@ def _reduce_negated(
     return -torch.dot(neg_per_roi, weights)
 
 
-def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: int) -> Tensor:
-    """d loss / d per_roi, (R,) or broadcastable to it."""
-    if weights is not None:
-        return grad * weights
+def _pair_weights(valid: Tensor, reduction: str, like: Tensor) -> Tensor:
+    """Weights (R, A, P) of the per-pair terms ``like`` (R, A, P) in the "mean" / "sum" over RoIs.
+
+    "mean": valid / max(#valid, 1), a device computation (no host round trip); "sum": valid as 0 / 1. Each
+    RoI's weight is repeated over its A x P pairs, so that the forward reduces all pairs and RoIs in one
+    GEMV and the backward's per-pair gradient is one product. The pair mean's 1 / (A P) is left out.
+    """
+    per_pair = valid.view(-1, 1, 1).expand(like.shape)
     if reduction == "mean":
-        return grad / max(num_rois, 1)
-    return grad.expand(num_rois) if reduction == "sum" else grad
+        return per_pair / valid.sum(dtype=like.dtype).clamp_min_(1.0)
+    return per_pair.to(like.dtype)
+
+
+def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: int) -> Tensor:
+    """d loss / d per-pair term, up to 1 / (A P): broadcastable to (R, A, P).
+
+    ``weights`` are :func:`_pair_weights` (R, A, P), or per RoI (R,) for ``"none"``, or None.
+    """
+    if weights is not None:
+        roi = grad * weights
+        return roi if roi.ndim == 3 else roi.view(-1, 1, 1)
+    if reduction == "mean":
+        return (grad / max(num_rois, 1)).reshape(-1, 1, 1)
+    return (grad.expand(num_rois) if reduction == "sum" else grad).reshape(-1, 1, 1)
 
 
 def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -111,7 +128,7 @@ def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config
     sim = torch.bmm(anchors, keys.transpose(1, 2)) / config.tau
     s_pos, s_neg = sim[..., : config.positives], sim[..., config.positives :]
     lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)
-    roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+    roi = _roi_grad(grad, weights, config.reduction, z.shape[0])
     d_margin = torch.sigmoid(lse - s_pos) * roi / (config.anchors * config.positives)
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
@@ -138,11 +155,20 @@ class _InfoNCE(torch.autograd.Function):
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
         shifted = sim - lse  # (R, A, P + Q): s - lse
         logsig, buffer = torch.ops.aten.log_sigmoid_forward(shifted[..., : config.positives])
-        neg_per_roi = logsig.mean(dim=(1, 2))  # minus the per-RoI loss
-        weights, count = _roi_weights(valid, config.reduction, neg_per_roi.dtype)
-        ctx.save_for_backward(z, zhat, norm, shifted, buffer, weights)
         ctx.config = config
-        return _reduce_negated(neg_per_roi, weights, count, config.reduction)
+        if valid is not None and config.reduction != "none":
+            # All pairs of all RoIs in one GEMV: -sum(w * logsig) / (A P); beta=0 ignores its input.
+            weights = _pair_weights(valid, config.reduction, logsig)
+            flat = logsig.view(1, -1)
+            ignored = flat[0, :1] if flat.shape[1] > 0 else flat.new_zeros(())  # R = 0: nothing to view
+            scale = -1.0 / (config.anchors * config.positives)
+            out = torch.addmv(ignored, flat, weights.reshape(-1), beta=0.0, alpha=scale).squeeze(0)
+            ctx.save_for_backward(z, zhat, norm, shifted, buffer, weights)
+            return out
+        neg_per_roi = logsig.mean(dim=(1, 2))  # minus the per-RoI loss
+        roi_weights, count = _roi_weights(valid, config.reduction, neg_per_roi.dtype)
+        ctx.save_for_backward(z, zhat, norm, shifted, buffer, roi_weights)
+        return _reduce_negated(neg_per_roi, roi_weights, count, config.reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
@@ -152,7 +178,7 @@ class _InfoNCE(torch.autograd.Function):
             return _differentiable_grad(z, grad, weights, config), None, None
         a, p = config.anchors, config.positives
         s_pos = shifted[..., :p]
-        roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+        roi = _roi_grad(grad, weights, config.reduction, z.shape[0])
         # d loss / d (s_pos - lse) = -roi * sigmoid(lse - s_pos) / (A P); 1/(A P tau) comes in the GEMMs.
         d_pos = torch.ops.aten.log_sigmoid_backward(roi.expand_as(s_pos), s_pos, buffer)
         # d lse / d s_neg is the softmax over negatives, exp(s - lse); the positives' columns are
