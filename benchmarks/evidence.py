@@ -104,6 +104,44 @@ def run_seed_variant(config: DemoConfig, seed: int, variant: str, *, tuning: boo
     }
 
 
+def import_demo(demo_out: Path, config: DemoConfig, seed: int, variant: str) -> dict:
+    """The record of a run that ``densecontrast demo --compare --threads 1`` already made.
+
+    The demo's run with the same configuration and seed is the same computation as the evidence run
+    (same data, order, initialisation and sampler draws, same evaluation split), so it is taken over
+    instead of being repeated; its configuration must match the profile's field by field.
+    """
+    metrics = json.loads((demo_out / f"{variant}_metrics.json").read_text())
+    history = json.loads((demo_out / f"{variant}_losses.json").read_text())
+    expected = asdict(replace(config, seed=seed).resolved())
+    if metrics["config"] != expected:
+        diff = {
+            k: (metrics["config"].get(k), v) for k, v in expected.items() if metrics["config"].get(k) != v
+        }
+        raise SystemExit(f"{demo_out}: the demo's configuration differs from the profile's: {diff}")
+    report = metrics["report"]
+    return {
+        "seed": seed,
+        "variant": variant,
+        "config": metrics["config"],
+        "eval_split": {"split": config.val_split, "seed": seed, "images": config.val_images},
+        "ap": report["ap"],
+        "ap50": report["ap50"],
+        "ap75": report["ap75"],
+        "delta": report["delta"],
+        "report": report,
+        "compactness": metrics["compactness"],
+        "wall_seconds": metrics["seconds"],
+        "cpu_seconds": metrics["cpu_seconds"],
+        "torch_threads": 1,
+        "final_losses": metrics["final_losses"],
+        "history_every": HISTORY_EVERY,
+        "history": history[::HISTORY_EVERY],
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()},
+        "source": f"imported from a `densecontrast demo --compare --threads 1 --seed {seed}` run",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny profile for smoke tests")
@@ -112,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning", action="store_true", help="evaluate on the tuning split")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--import-demo",
+        type=Path,
+        metavar="DIR",
+        help="take the runs of the first seed from this `densecontrast demo --compare --threads 1` output "
+        "folder (same configuration and seed: the same computation) instead of training them again",
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda was asked for, but CUDA is not available")
@@ -140,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"seed {seed} {variant}: another process holds {lock.name}, skipped")
                 continue
             try:
-                say(f"seed {seed} {variant}: training")
-                record = run_seed_variant(config, seed, variant, tuning=args.tuning)
+                if args.import_demo is not None and seed == args.seeds[0] and not args.tuning:
+                    say(f"seed {seed} {variant}: imported from {args.import_demo}")
+                    record = import_demo(args.import_demo, config, seed, variant)
+                else:
+                    say(f"seed {seed} {variant}: training")
+                    record = run_seed_variant(config, seed, variant, tuning=args.tuning)
                 tmp = target.with_suffix(".tmp")
                 tmp.write_text(json.dumps(record, indent=1))
                 tmp.replace(target)

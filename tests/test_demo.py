@@ -159,3 +159,43 @@ def test_demo_single_run_checkpoint_loads_into_a_plain_model(tmp_path) -> None: 
     assert not any(key.startswith("dense_contrast") for key in state)
     build_model(DemoConfig(image_size=64)).load_state_dict(state)
     assert (out / "errors.png").read_bytes()[:8] == PNG and not (out / "baseline.pt").exists()
+
+
+@pytest.mark.slow
+def test_evidence_quick_profile_resumes_and_renders(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/evidence.py --quick writes one JSON per (seed, variant), skips them when run again, and
+    benchmarks/render_evidence.py turns them into the docs table and plot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    results = tmp_path / "results"
+    cmd = [sys.executable, str(bench / "evidence.py"), "--quick", "--seeds", "0", "--results", str(results)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    folder = results / "quick"
+    record = json.loads((folder / "seed0_dcl.json").read_text())
+    assert record["config"]["seed"] == 0 and record["eval_split"] == {"split": "val", "seed": 0, "images": 3}
+    assert set(record["delta"]) == {"fFP", "bFP", "FN"} and "intra" in record["compactness"]
+    assert "loss_dcl" in record["final_losses"]
+    assert "loss_dcl" not in json.loads((folder / "seed0_baseline.json").read_text())["final_losses"]
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    assert again.stdout.count("done already, skipped") == 2
+    doc = tmp_path / "evidence.md"
+    doc.write_text(
+        "# Evidence\n\nprose\n<!-- evidence:begin -->\nSTALE-TABLE\n<!-- evidence:end -->\nmore prose\n"
+    )
+    render = [
+        sys.executable,
+        str(bench / "render_evidence.py"),
+        "--profile",
+        "quick",
+        "--results",
+        str(results),
+    ]
+    render += ["--doc", str(doc), "--img", str(tmp_path / "evidence.png"), "--seeds", "0", "1"]
+    subprocess.run(render, check=True, capture_output=True, timeout=300)
+    text = doc.read_text()
+    assert "STALE-TABLE" not in text and "prose" in text and "more prose" in text
+    assert "| 0 | +DCL |" in text and "Not finished yet:** seed 1 baseline, seed 1 dcl" in text
+    assert (tmp_path / "evidence.png").read_bytes()[:8] == PNG

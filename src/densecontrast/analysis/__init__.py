@@ -10,6 +10,7 @@ from ._analyze import analyze, evaluate_segm_ap
 from ._backend import BACKENDS
 from ._errors import ERROR_TYPES
 from ._report import CategoryErrors, SegmentationErrorReport, compare_table, plot_comparison
+from .compactness import feature_compactness as feature_compactness
 from .convert import coco_from_targets, results_from_outputs
 
 __all__ = [
