@@ -499,7 +499,7 @@ def plot_predictions(
     for name in outputs:
         ap = f" (AP {100 * aps[name]:.1f})" if aps and name in aps else ""
         row_titles += [f"{name}{ap}\nmasks, score ≥ {SCORE_THRESHOLD}", f"{name}\nerror pixels"]
-    lut = np.array([[1, 1, 1], [0.75, 0.93, 0.75], _ERROR_COLOURS["FN"], _ERROR_COLOURS["bFP"],
+    lut = np.array([(1.0, 1.0, 1.0), _ERROR_COLOURS["ok"], _ERROR_COLOURS["FN"], _ERROR_COLOURS["bFP"],
                     _ERROR_COLOURS["fFP"]])  # fmt: skip
     for j in range(cols):
         image, target = dataset[j]
@@ -557,6 +557,7 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     terms: list[str] = []
     for hist in histories.values():
@@ -576,9 +577,12 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
             window = max(1, len(values) // 40)
             ax.plot(values, color=colour, alpha=0.18, linewidth=0.6)
             ax.plot(_smooth(values, window), color=colour, linewidth=1.6, label=name)
-        ax.set_title(term if term != "loss" else "loss (total)", fontsize=10)
+        ax.set_title(term if term != "loss" else "loss (total; +DCL's includes loss_dcl)", fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+        ax.tick_params(which="minor", labelsize=7)
         ax.grid(alpha=0.3, which="both")
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=8)
@@ -590,7 +594,7 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
     plt.close(fig)
 
 
-def _tsne_panels(runs: Sequence[dict[str, Any]], rois: int = 8) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+def _tsne_panels(runs: Sequence[dict[str, Any]], rois: int = 6) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """The first ``rois`` RoIs of each run's features, for the t-SNE picture."""
     panels = {}
     for r in runs:

@@ -218,8 +218,10 @@ def plot_tsne(
 ) -> None:
     """Save a PNG with one t-SNE panel per feature set, pixels coloured by instance.
 
-    Each instance (a (group, label >= 0) pair) gets its own colour, background pixels are grey, as in the
-    paper's Figure 4 (which shows foreground against background).
+    Instances are (group, label >= 0) pairs. Without groups, the first nine instances get their own
+    colours; with several groups (RoIs), only label 0 of each group (the RoI's own instance) does, and
+    the other instances a RoI shows are dark blue. Background pixels are light grey (the paper's Figure
+    4 shows foreground against background).
 
     Args:
         panels: title -> ``(feats (N, C), labels (N,), groups (N,) or None)``.
@@ -236,15 +238,22 @@ def plot_tsne(
     if not panels:
         raise ValueError("panels must hold at least one feature set; got none")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.4), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # tab10 without its grey
     for ax, (title, (feats, labels, groups)) in zip(axes[0], panels.items()):
         xy, lab, grp = tsne_embedding(feats, labels, groups=groups, max_points=max_points, seed=seed)
         back = lab < 0
-        ax.scatter(xy[back, 0], xy[back, 1], s=5, c="#9aa0a6", alpha=0.45, linewidths=0, label="background")
-        inst_keys = sorted({(int(g), int(v)) for g, v in zip(grp[~back], lab[~back])})
-        for i, (g, v) in enumerate(inst_keys):
+        ax.scatter(xy[back, 0], xy[back, 1], s=5, c="#b0b4b9", alpha=0.5, linewidths=0)
+        # with several groups (RoIs), label 0 is the group's own instance: only those get colours
+        grouped = len(set(grp.tolist())) > 1
+        inst_keys = sorted({(int(v), int(g)) for g, v in zip(grp[~back], lab[~back])})
+        coloured = [k for k in inst_keys if not grouped or k[0] == 0][: len(colours)]
+        for v, g in inst_keys:
             sel = (grp == g) & (lab == v)
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(i % 20), alpha=0.85, linewidths=0)
+            if (v, g) in coloured:
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=colours[coloured.index((v, g))], alpha=0.9,
+                           linewidths=0)  # fmt: skip
+            else:
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color="#2f3b4c", alpha=0.6, linewidths=0)
         text = title
         if figures is not None and title in figures:
             f = figures[title]
@@ -254,7 +263,9 @@ def plot_tsne(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.text(
-            0.01, 0.01, f"{len(inst_keys)} instances (colours), background grey, {len(lab)} pixels",
+            0.01, 0.01,
+            f"{len(lab)} pixels: {len(coloured)} instances in colour, "
+            f"{len(inst_keys) - len(coloured)} more in dark blue, background light grey",
             transform=ax.transAxes, fontsize=8, color="#444444",
         )  # fmt: skip
     fig.suptitle("t-SNE of the mask head's pixel features (cosine)", fontsize=12)
