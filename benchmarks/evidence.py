@@ -48,6 +48,8 @@ VARIANTS = ("baseline", "dcl")
 TUNING_SPLIT = "test"
 TUNING_SEED_OFFSET = 1000
 HISTORY_EVERY = 10
+PAPER_WEIGHT = 1.2
+"""λ of the +DCL runs unless ``--weight`` is given: the paper's Cityscapes value."""
 
 
 def profile_config(name: str, device: str) -> DemoConfig:
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     parser.add_argument("--tuning", action="store_true", help="evaluate on the tuning split")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument(
+        "--weight", type=float, default=PAPER_WEIGHT, help=f"λ of the +DCL runs (default {PAPER_WEIGHT})"
+    )
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--import-demo",
@@ -162,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda was asked for, but CUDA is not available")
     torch.set_num_threads(args.threads)
     profile = "quick" if args.quick else ("cuda" if args.device.startswith("cuda") else "cpu")
-    folder = args.results / profile / ("tuning" if args.tuning else "")
-    folder.mkdir(parents=True, exist_ok=True)
     config = profile_config(profile, args.device)
+    sub = "tuning" if args.tuning else ""
+    config = replace(config, weight=args.weight)
+    if args.weight != PAPER_WEIGHT:  # results of the paper's λ sit in the profile's folder itself
+        sub = f"{sub}/weight{args.weight:g}".lstrip("/")
+    folder = args.results / profile / sub
+    folder.mkdir(parents=True, exist_ok=True)
     log = folder / "evidence.log"
 
     def say(message: str) -> None:
@@ -175,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say(f"profile {profile}, seeds {args.seeds}, threads {args.threads}, config {asdict(config)}")
     for seed in args.seeds:
-        for variant in VARIANTS:
+        for variant in args.variants:
             target = folder / f"seed{seed}_{variant}.json"
             lock = folder / f"seed{seed}_{variant}.lock"
             if target.exists():

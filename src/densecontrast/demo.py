@@ -278,7 +278,9 @@ def roi_features(
     from .taps import FeatureTap
 
     model.to(device).eval()
-    heads = model.roi_heads
+    heads: Any = model.roi_heads
+    transform: Any = model.transform
+    backbone: Any = model.backbone
     feats_all, labels_all, groups_all = [], [], []
     offset = 0
     with FeatureTap.on(model, "roi_heads.mask_predictor.mask_fcn_logits", what="input") as tap:
@@ -287,10 +289,10 @@ def roi_features(
             boxes, masks = target["boxes"], target["masks"]
             if boxes.shape[0] == 0:
                 continue
-            batch, _ = model.transform([image.to(device)])
+            batch, _ = transform([image.to(device)])
             scale = batch.image_sizes[0][0] / image.shape[-2]
             rois = boxes.to(device) * scale
-            features = model.backbone(batch.tensors)
+            features = backbone(batch.tensors)
             x = heads.mask_head(heads.mask_roi_pool(features, [rois], batch.image_sizes))
             heads.mask_predictor(x)
             feats = tap.pop()  # (G, C, h, w)
@@ -521,7 +523,7 @@ def plot_predictions(
         axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
     handles = [
         Patch(color=lut[1], label="correct"),
-        Patch(color=_ERROR_COLOURS["FN"], label="FN: object pixel missed"),
+        Patch(color=_ERROR_COLOURS["FN"], label="FN: object pixel missed (all red: no mask found it)"),
         Patch(color=_ERROR_COLOURS["bFP"], label="bFP: background predicted"),
         Patch(color=_ERROR_COLOURS["fFP"], label="fFP: another object's pixel"),
     ]
@@ -557,7 +559,7 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     terms: list[str] = []
     for hist in histories.values():
@@ -580,9 +582,9 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
         ax.set_title(term if term != "loss" else "loss (total; +DCL's includes loss_dcl)", fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
-        ax.tick_params(which="minor", labelsize=7)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=8)

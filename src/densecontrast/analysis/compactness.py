@@ -238,7 +238,8 @@ def plot_tsne(
     if not panels:
         raise ValueError("panels must hold at least one feature set; got none")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.4), squeeze=False)
-    colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # tab10 without its grey
+    tab10 = plt.get_cmap("tab10")
+    colours = [tab10(i) for i in range(10) if i != 7]  # without its grey
     for ax, (title, (feats, labels, groups)) in zip(axes[0], panels.items()):
         xy, lab, grp = tsne_embedding(feats, labels, groups=groups, max_points=max_points, seed=seed)
         back = lab < 0
