@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "evidence"
 BEGIN, END = "<!-- evidence:begin -->", "<!-- evidence:end -->"
 VARIANTS = ("baseline", "dcl")
-NAMES = {"baseline": "Baseline", "dcl": "+DCL"}
 # (key, heading, percent?, lower is better?)
 METRICS = (
     ("ap", "AP", True, False),
@@ -40,11 +39,28 @@ COMPACT = (
 
 
 def load(folder: Path) -> dict[tuple[int, str], dict]:
+    """Runs by (seed, variant); +DCL runs of another λ (``weight<λ>/``) become the variant ``dcl@<λ>``."""
     runs = {}
-    for path in sorted(folder.glob("seed*_*.json")):
+    for path in sorted(folder.glob("seed*_*.json")) + sorted(folder.glob("weight*/seed*_dcl.json")):
         record = json.loads(path.read_text())
-        runs[(int(record["seed"]), record["variant"])] = record
+        variant = record["variant"]
+        if path.parent != folder:
+            variant = f"dcl@{path.parent.name.removeprefix('weight')}"
+        runs[(int(record["seed"]), variant)] = record
     return runs
+
+
+def variants_of(runs: dict[tuple[int, str], dict]) -> list[str]:
+    extra = sorted({v for _, v in runs if v.startswith("dcl@")}, key=lambda v: float(v[4:]))
+    return [*VARIANTS, *extra]
+
+
+def name_of(variant: str, runs: dict[tuple[int, str], dict]) -> str:
+    if variant == "baseline":
+        return "Baseline"
+    weights = {r["config"]["weight"] for (_, v), r in runs.items() if v == variant}
+    weight = weights.pop() if len(weights) == 1 else (variant[4:] if "@" in variant else "1.2")
+    return f"+DCL λ={weight:g}" if isinstance(weight, float) else f"+DCL λ={weight}"
 
 
 def value(record: dict, key: str) -> float:
@@ -71,14 +87,16 @@ def fmt(mean: float, std: float, digits: int) -> str:
 
 def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -> str:
     lines: list[str] = []
-    missing = [f"seed {s} {v}" for s in seeds for v in VARIANTS if (s, v) not in runs]
+    variants = variants_of(runs)
+    names = {v: name_of(v, runs) for v in variants}
+    missing = [f"seed {s} {names[v]}" for s in seeds for v in variants if (s, v) not in runs]
     done = sorted(runs)
     if done:
         c = runs[done[0]]["config"]
         lines.append(
             f"Configuration (identical for every run): {c['backbone']}-FPN{c['fpn_channels']}, mask head "
             f"{c['mask_channels']}, {c['steps']} steps x {c['batch_size']} images of {c['image_size']} px, "
-            f"AdamW lr {c['lr']} with {c['warmup']} warm-up steps and cosine decay, λ = {c['weight']}; "
+            f"AdamW lr {c['lr']} with {c['warmup']} warm-up steps and cosine decay; "
             f'{c["train_images"]} training images (split "train", seed s), evaluated on {c["val_images"]} '
             f'held-out images (split "{c["val_split"]}", seed s).'
         )
@@ -92,18 +110,19 @@ def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -
     header += " | ".join(h for _, h, _ in COMPACT) + " | train CPU min |"
     lines += ["### Every run (percent; compactness as cosine similarity)", "", header]
     lines.append("|" + "---|" * (3 + len(METRICS) + len(COMPACT)))
+    done = sorted(done, key=lambda k: (k[0], variants.index(k[1])))
     for seed, variant in done:
         r = runs[(seed, variant)]
         cells = [f"{value(r, k):.1f}" for k, _, _, _ in METRICS]
         cells += [f"{value(r, k):.3f}" if k != "separation" else f"{value(r, k):.2f}" for k, _, _ in COMPACT]
         cpu = r["cpu_seconds"]
-        lines.append(f"| {seed} | {NAMES[variant]} | " + " | ".join(cells) + f" | {cpu / 60:.1f} |")
+        lines.append(f"| {seed} | {names[variant]} | " + " | ".join(cells) + f" | {cpu / 60:.1f} |")
     lines.append("")
     lines += ["### Mean ± standard deviation over seeds", ""]
     lines.append("| model | n | " + " | ".join(h for _, h, _, _ in METRICS) + " | "
                  + " | ".join(h for _, h, _ in COMPACT) + " |")  # fmt: skip
     lines.append("|" + "---|" * (2 + len(METRICS) + len(COMPACT)))
-    for variant in VARIANTS:
+    for variant in variants:
         rs = [runs[k] for k in done if k[1] == variant]
         if not rs:
             continue
@@ -111,27 +130,30 @@ def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -
         cells += [
             fmt(*mean_std([value(r, k) for r in rs]), 2 if k == "separation" else 3) for k, _, _ in COMPACT
         ]
-        lines.append(f"| {NAMES[variant]} | {len(rs)} | " + " | ".join(cells) + " |")
-    paired = [s for s in seeds if (s, "baseline") in runs and (s, "dcl") in runs]
-    if paired:
+        lines.append(f"| {names[variant]} | {len(rs)} | " + " | ".join(cells) + " |")
+    sentences = []
+    for dcl in variants[1:]:
+        paired = [s for s in seeds if (s, "baseline") in runs and (s, dcl) in runs]
+        if not paired:
+            continue
         diffs = {
-            k: [value(runs[(s, "dcl")], k) - value(runs[(s, "baseline")], k) for s in paired]
+            k: [value(runs[(s, dcl)], k) - value(runs[(s, "baseline")], k) for s in paired]
             for k, *_ in (*METRICS, *COMPACT)
         }
         cells = [fmt(*mean_std(diffs[k]), 1) for k, _, _, _ in METRICS]
         cells += [fmt(*mean_std(diffs[k]), 2 if k == "separation" else 3) for k, _, _ in COMPACT]
-        lines.append(f"| +DCL − Baseline (paired) | {len(paired)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.append(f"| {names[dcl]} − Baseline (paired) | {len(paired)} | " + " | ".join(cells) + " |")
         fn_lower = sum(d < 0 for d in diffs["FN"])
         ap_higher = sum(d > 0 for d in diffs["ap"])
         intra_higher = sum(d > 0 for d in diffs["intra"])
-        lines.append(
-            f"Paired by seed ({len(paired)} of {len(seeds)} seeds finished): +DCL lowered ΔAP_FN in "
+        sentences.append(
+            f"Paired by seed ({len(paired)} of {len(seeds)} seeds finished): {names[dcl]} lowered ΔAP_FN in "
             f"{fn_lower} "
             f"of {len(paired)} seeds (mean change {fmt(*mean_std(diffs['FN']), 1)} points), raised AP in "
             f"{ap_higher} of {len(paired)} (mean change {fmt(*mean_std(diffs['ap']), 1)} points), and made "
             f"instance features more compact (higher intra) in {intra_higher} of {len(paired)}."
         )
+    lines += ["", *(f"- {t}" for t in sentences)]
     lines += ["", f"![Evidence: per-seed values and mean ± std](img/{img_name})", ""]
     return "\n".join(lines)
 
@@ -146,12 +168,16 @@ def plot(runs: dict[tuple[int, str], dict], path: Path) -> None:
     fig, axes = plt.subplots(2, 6, figsize=(16, 6.2))
     colours = {"baseline": "#1f77b4", "dcl": "#d62728"}
     seeds = sorted({s for s, _ in runs})
+    variants = variants_of(runs)
+    extra = ["#ff7f0e", "#2ca02c", "#9467bd"]
+    for j, v in enumerate(variants[2:]):
+        colours[v] = extra[j % len(extra)]
     for ax, (key, heading, lower) in zip(axes.flat, panels):
         for s in seeds:
-            pair = [(i, value(runs[(s, v)], key)) for i, v in enumerate(VARIANTS) if (s, v) in runs]
-            if len(pair) == 2:
+            pair = [(i, value(runs[(s, v)], key)) for i, v in enumerate(variants) if (s, v) in runs]
+            if len(pair) >= 2:
                 ax.plot([p[0] for p in pair], [p[1] for p in pair], color="#bbbbbb", linewidth=0.8, zorder=1)
-        for i, variant in enumerate(VARIANTS):
+        for i, variant in enumerate(variants):
             vals = [value(runs[(s, variant)], key) for s in seeds if (s, variant) in runs]
             vals = [v for v in vals if not math.isnan(v)]
             if not vals:
@@ -160,8 +186,8 @@ def plot(runs: dict[tuple[int, str], dict], path: Path) -> None:
             m, sd = mean_std(vals)
             ax.errorbar([i + 0.18], [m], yerr=[0 if math.isnan(sd) else sd], fmt="D", color=colours[variant],
                         capsize=4, markersize=6, zorder=3)  # fmt: skip
-        ax.set_xticks([0, 1], [NAMES[v] for v in VARIANTS])
-        ax.set_xlim(-0.5, 1.6)
+        ax.set_xticks(range(len(variants)), [name_of(v, runs).replace(" λ", "\nλ") for v in variants])
+        ax.set_xlim(-0.5, len(variants) - 0.4)
         unit = " (%)" if key in ("ap", "ap50", "ap75", "fFP", "bFP", "FN") else ""
         ax.set_title(f"{heading}{unit}  {'↓' if lower else '↑'}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")

@@ -197,5 +197,5 @@ def test_evidence_quick_profile_resumes_and_renders(tmp_path) -> None:  # type: 
     subprocess.run(render, check=True, capture_output=True, timeout=300)
     text = doc.read_text()
     assert "STALE-TABLE" not in text and "prose" in text and "more prose" in text
-    assert "| 0 | +DCL |" in text and "Not finished yet:** seed 1 baseline, seed 1 dcl" in text
+    assert "| 0 | +DCL λ=1.2 |" in text and "Not finished yet:** seed 1 Baseline, seed 1 +DCL λ=1.2" in text
     assert (tmp_path / "evidence.png").read_bytes()[:8] == PNG
