@@ -158,6 +158,27 @@ def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -
     return "\n".join(lines)
 
 
+def tuning_table(runs: dict[tuple[int, str], dict]) -> str:
+    """The runs on the tuning split (split "test", seed 1000 + s), which chose the configuration."""
+    if not runs:
+        return ""
+    variants = variants_of(runs)
+    lines = [
+        "### Tuning split (chose λ for the demo; never used for the evaluation above)",
+        "",
+        "| seed | model | eval split | AP | AP50 | AP75 | ΔAP_fFP | ΔAP_bFP | ΔAP_FN | intra | separation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for seed, variant in sorted(runs, key=lambda k: (k[0], variants.index(k[1]))):
+        r = runs[(seed, variant)]
+        e = r["eval_split"]
+        split = f"{e['split']} / seed {e['seed']} / {e['images']} images"
+        cells = [f"{value(r, k):.1f}" for k, _, _, _ in METRICS]
+        cells += [f"{value(r, 'intra'):.3f}", f"{value(r, 'separation'):.2f}"]
+        lines.append(f"| {seed} | {name_of(variant, runs)} | {split} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
 def plot(runs: dict[tuple[int, str], dict], path: Path) -> None:
     import matplotlib
 
@@ -214,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = load(args.results / args.profile)
     body = render(runs, args.seeds, args.img.name)
+    body += "\n" + tuning_table(load(args.results / args.profile / "tuning"))
     if runs:
         plot(runs, args.img)
     text = args.doc.read_text() if args.doc.exists() else f"# Evidence\n\n{BEGIN}\n{END}\n"
