@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/evidence.py                    # the CPU profile (the demo's configuration)
+    python benchmarks/evidence.py                    # the CPU profile (the demo's configuration), λ = 1.2
+    python benchmarks/evidence.py --variants dcl --weight 0.1   # +DCL at λ = 0.1, in .../weight0.1/
     python benchmarks/evidence.py --quick            # a smoke test in seconds
     python benchmarks/evidence.py --device cuda      # the demo's CUDA configuration
     python benchmarks/evidence.py --tuning           # evaluate on the tuning split instead
