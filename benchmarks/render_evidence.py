@@ -50,8 +50,12 @@ def load(folder: Path) -> dict[tuple[int, str], dict]:
     return runs
 
 
-def variants_of(runs: dict[tuple[int, str], dict]) -> list[str]:
-    extra = sorted({v for _, v in runs if v.startswith("dcl@")}, key=lambda v: float(v[4:]))
+def variants_of(runs: dict[tuple[int, str], dict], folder: Path | None = None) -> list[str]:
+    """Baseline, +DCL, then +DCL at other λ: those with runs and those with a folder (runs started)."""
+    found = {v for _, v in runs if v.startswith("dcl@")}
+    if folder is not None:
+        found |= {f"dcl@{d.name.removeprefix('weight')}" for d in folder.glob("weight*") if d.is_dir()}
+    extra = sorted(found, key=lambda v: float(v[4:]))
     return [*VARIANTS, *extra]
 
 
@@ -85,9 +89,11 @@ def fmt(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -> str:
+def render(
+    runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str, folder: Path | None = None
+) -> str:
     lines: list[str] = []
-    variants = variants_of(runs)
+    variants = variants_of(runs, folder)
     names = {v: name_of(v, runs) for v in variants}
     missing = [f"seed {s} {names[v]}" for s in seeds for v in variants if (s, v) not in runs]
     done = sorted(runs)
@@ -107,7 +113,7 @@ def render(runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str) -
         )
         lines.append("")
     header = "| seed | model | " + " | ".join(h for _, h, _, _ in METRICS) + " | "
-    header += " | ".join(h for _, h, _ in COMPACT) + " | train CPU min |"
+    header += " | ".join(h for _, h, _ in COMPACT) + " | run CPU min |"
     lines += ["### Every run (percent; compactness as cosine similarity)", "", header]
     lines.append("|" + "---|" * (3 + len(METRICS) + len(COMPACT)))
     done = sorted(done, key=lambda k: (k[0], variants.index(k[1])))
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img", type=Path, default=ROOT.parent / "docs" / "img" / "evidence.png")
     args = parser.parse_args(argv)
     runs = load(args.results / args.profile)
-    body = render(runs, args.seeds, args.img.name)
+    body = render(runs, args.seeds, args.img.name, args.results / args.profile)
     body += "\n" + tuning_table(load(args.results / args.profile / "tuning"))
     if runs:
         plot(runs, args.img)
