@@ -17,6 +17,15 @@ settings.register_profile(
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
+# Nothing in the suite may reach the network (Ultralytics' online checks, the Hugging Face hub).
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# One intra-op thread: the suite's ops are small, and on a loaded 2-core machine (a shared CI runner,
+# parallel jobs) a second thread makes every op wait at its barrier, which made the adapter tests about 10x
+# slower. DENSECONTRAST_TEST_THREADS=N sets another count.
+torch.set_num_threads(int(os.environ.get("DENSECONTRAST_TEST_THREADS", "1")))
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

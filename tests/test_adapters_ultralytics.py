@@ -50,11 +50,29 @@ def _hook_count(model: nn.Module) -> int:
     return sum(len(getattr(m, n)) for m in model.modules() for n in names)
 
 
+_BUILT: dict[str, nn.Module] = {}
+
+
 def _seg_model(yaml: str = "yolov8n-seg.yaml", **overrides: Any) -> nn.Module:
-    torch.manual_seed(0)
-    model = SegmentationModel(yaml, nc=NUM_CLASSES, verbose=False)
+    """A fresh copy of the model built from ``yaml`` (seed 0), with ``overrides`` as its args.
+
+    Building runs Ultralytics' stride probe (a forward pass at 256 x 256), the slowest part of most tests
+    here: each yaml is built once per session and deep-copied, so every test still owns its model.
+    """
+    if yaml not in _BUILT:
+        torch.manual_seed(0)
+        _BUILT[yaml] = SegmentationModel(yaml, nc=NUM_CLASSES, verbose=False)
+    model = copy.deepcopy(_BUILT[yaml])
     model.args = get_cfg(DEFAULT_CFG, overrides)
     return model
+
+
+@pytest.fixture(scope="module")
+def yolo_wrapper() -> Any:
+    """An Ultralytics ``YOLO`` wrapper of a yolov8n-seg (80 classes) built from its yaml."""
+    from ultralytics import YOLO
+
+    return YOLO("yolov8n-seg.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -316,13 +334,11 @@ def _nested_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def test_eval_and_predict_outputs_are_bit_identical(batches: dict[bool, dict[str, Any]]) -> None:
-    import numpy as np
-    from ultralytics import YOLO
-
+def test_train_and_eval_outputs_of_an_image_tensor_are_bit_identical(
+    batches: dict[bool, dict[str, Any]],
+) -> None:
     images = batches[True]["img"]
-    yolo = YOLO("yolov8n-seg.yaml")
-    model = yolo.model
+    model = _seg_model()
     # Raw training-mode predictions of an image tensor (two copies: such a call updates BN statistics).
     plain, attached = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     attach(attached)
@@ -336,7 +352,16 @@ def test_eval_and_predict_outputs_are_bit_identical(batches: dict[bool, dict[str
         after = model(images)
     assert _nested_equal(before, after) and handle._protos is None
     handle.remove()
-    # Ultralytics' predictor (which fuses the model in place on first use).
+    assert _hook_count(model) == 0 and not hasattr(model, SUBMODULE_NAME)
+
+
+def test_predict_outputs_are_bit_identical(batches: dict[bool, dict[str, Any]], yolo_wrapper: Any) -> None:
+    """Ultralytics' predictor (which fuses the model in place on first use) gives the same boxes and masks
+    with the loss attached."""
+    import numpy as np
+
+    yolo = yolo_wrapper
+    images = batches[True]["img"]
     array = np.ascontiguousarray((images[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     kwargs = {"imgsz": IMGSZ, "device": "cpu", "verbose": False, "conf": 0.0, "max_det": 5}
     before_pred = yolo.predict(array, **kwargs)[0]
@@ -437,13 +462,11 @@ def test_deepcopy_carries_its_own_handle(step: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- refusals
 
 
-def test_refuses_what_cannot_work() -> None:
-    from ultralytics import YOLO
-
+def test_refuses_what_cannot_work(yolo_wrapper: Any) -> None:
     with pytest.raises(ValueError, match=r"no prototype module.*detection-only"):
         attach(DetectionModel("yolov8n.yaml", nc=2, verbose=False))
     with pytest.raises(TypeError, match="trainer=DenseContrastSegmentationTrainer"):
-        attach(YOLO("yolov8n-seg.yaml"))
+        attach(yolo_wrapper)
     with pytest.raises(ValueError, match="not an Ultralytics YOLO model"):
         attach(nn.Linear(2, 2))
     model = _seg_model()
