@@ -317,6 +317,7 @@ def run(rank):
             dist.all_gather(gathered, p.grad)
             assert torch.equal(gathered[0], gathered[1]), "gradients differ across ranks"
         model.zero_grad()
+    dist.barrier()  # both ranks done before either tears gloo down (else gloo can abort at exit)
     dist.destroy_process_group()
 
 if __name__ == "__main__":
