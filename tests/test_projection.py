@@ -63,12 +63,12 @@ def test_bad_arguments(args: tuple, error: type[Exception], match: str) -> None:
 
 
 def test_channels_first_path_equals_forward() -> None:
-    """The loss's (C, R, N) path gives the same numbers as forward on the rows."""
+    """The loss's channels-first (R, C, N) path gives the same numbers as forward on the rows."""
     torch.manual_seed(0)
     head = ProjectionHead(6, hidden_channels=5, out_channels=4).double()
     rows = torch.randn(3, 7, 6, dtype=torch.float64)
-    channels_first = head._forward_channels_first(rows.permute(2, 0, 1).contiguous())
-    torch.testing.assert_close(channels_first, head(rows), rtol=1e-12, atol=1e-12)
+    channels_first = head._forward_channels_first(rows.transpose(1, 2).contiguous())  # (R, D, N)
+    torch.testing.assert_close(channels_first.transpose(1, 2), head(rows), rtol=1e-12, atol=1e-12)
 
 
 def test_wrong_channel_count() -> None:

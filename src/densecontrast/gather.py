@@ -6,10 +6,9 @@ The released code indexes one RoI at a time, and autograd then writes a full-siz
 so its backward grows with the square of R. Here the forward is one batched gather and the backward
 allocates the gradient of ``feats`` once and scatters into it once.
 
-Internally the gathered rows are kept channels-first and RoI-major, (C, R, N): one ``gather`` along
-the pixel dimension of ``feats`` viewed as (C, R, H*W) writes them, for contiguous and channels_last
-``feats`` alike, and the projection then multiplies (C, R*N) from the left in one GEMM per layer. The
-public functions return the (R, N, C) view.
+Internally the gathered rows are kept channels-first, (R, C, N): that is what one ``gather`` along the
+pixel dimension of ``feats`` viewed as (R, C, H*W) writes, for contiguous and channels_last ``feats``
+alike, and what the projection's 1x1 convolutions read. The public functions return the (R, N, C) view.
 """
 
 from __future__ import annotations
@@ -23,25 +22,25 @@ from ._validation import check_floating, check_ndim, check_same_device, check_te
 
 
 def _pixels(feats: Tensor) -> Tensor:
-    """(C, R, H*W): a view for contiguous and channels_last feats."""
+    """(R, C, H*W): a view for contiguous and channels_last feats."""
     r, c, h, w = feats.shape
-    return feats.reshape(r, c, h * w).transpose(0, 1)
+    return feats.reshape(r, c, h * w)
 
 
 def _gather(feats: Tensor, index: Tensor, valid: Tensor | None) -> Tensor:
-    """Rows (C, R, N); with ``valid`` (R,), the rows of invalid RoIs are exactly zero (even for NaN feats)."""
+    """Rows (R, C, N); with ``valid`` (R,), the rows of invalid RoIs are exactly zero (even for NaN feats)."""
     r, c = feats.shape[:2]
-    rows = torch.gather(_pixels(feats), 2, index.unsqueeze(0).expand(c, r, index.shape[1]))
+    rows = torch.gather(_pixels(feats), 2, index.unsqueeze(1).expand(r, c, index.shape[1]))
     if valid is not None:
         # where(valid, rows, valid): False promotes to 0.0, so one op and no scalar tensor.
-        rows = torch.where(valid.view(1, r, 1), rows, valid.view(1, r, 1))
+        rows = torch.where(valid.view(r, 1, 1), rows, valid.view(r, 1, 1))
     return rows
 
 
 def _scatter_add_(grad: Tensor, index: Tensor, grad_rows: Tensor) -> Tensor:
-    """Add ``grad_rows`` (C, R, N) into ``grad`` (R, C, H, W) at ``index`` (R, N), in place; returns grad."""
+    """Add ``grad_rows`` (R, C, N) into ``grad`` (R, C, H, W) at ``index`` (R, N), in place; returns grad."""
     r, c = grad.shape[:2]
-    _pixels(grad).scatter_add_(2, index.unsqueeze(0).expand(c, r, index.shape[1]), grad_rows)
+    _pixels(grad).scatter_add_(2, index.unsqueeze(1).expand(r, c, index.shape[1]), grad_rows)
     return grad
 
 
@@ -75,7 +74,7 @@ class _GatherRows(torch.autograd.Function):
 
 
 class _GatherPassthrough(torch.autograd.Function):
-    """``(feats, rows)``: feats unchanged, plus the gathered rows (C, R, N).
+    """``(feats, rows)``: feats unchanged, plus the gathered rows (R, C, N).
 
     The backward adds the rows' gradient into the gradient that arrives for the passed-through feats,
     in place, instead of allocating a second dense gradient of the size of feats and summing the two.
@@ -140,7 +139,7 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
 
     Returns:
         float tensor (R, N, C): ``out[r, n] = feats[r, :, index[r, n] // W, index[r, n] % W]``, a
-        permuted view of a (C, R, N) buffer.
+        transposed view of a channels-first (R, C, N) buffer.
 
     The backward allocates one gradient of the size of ``feats`` (in its memory format) and scatters
     into it once, summing repeated indices. Indices are not range-checked here (that would synchronise
@@ -155,7 +154,7 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
     """
     _check_gather_args(feats, index)
     rows: Tensor = _GatherRows.apply(feats, index, None)
-    return rows.permute(1, 2, 0)
+    return rows.transpose(1, 2)
 
 
 def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -183,4 +182,4 @@ def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Ten
     """
     _check_gather_args(feats, index)
     feats_out, rows = _GatherPassthrough.apply(feats, index, None)
-    return feats_out, rows.permute(1, 2, 0)
+    return feats_out, rows.transpose(1, 2)

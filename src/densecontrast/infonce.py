@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._validation import (
@@ -38,77 +39,49 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _roi_weights(
-    valid: Tensor | None, reduction: str, dtype: torch.dtype
-) -> tuple[Tensor | None, Tensor | None]:
-    """Per-RoI weights (R,) of the reduction and, for "mean", the clamped count of valid RoIs.
-
-    "mean": valid / max(#valid, 1), a device computation (no host round trip); else valid as 0 / 1.
-    """
+def _roi_weights(valid: Tensor | None, reduction: str, dtype: torch.dtype) -> Tensor | None:
+    """Per-RoI weights (R,) of the reduction: valid / max(#valid, 1) for "mean", else valid as 0 / 1."""
     if valid is None:
-        return None, None
+        return None
     if reduction == "mean":
-        count = valid.sum(dtype=dtype).clamp_min_(1.0)
-        return valid / count, count
-    return valid.to(dtype), None
+        count = valid.sum(dtype=dtype).clamp_min_(1.0)  # a device scalar: no host round trip
+        return valid / count
+    return valid.to(dtype)
 
 
-def _reduce_negated(
-    neg_per_roi: Tensor, weights: Tensor | None, count: Tensor | None, reduction: str
-) -> Tensor:
-    """The reduction of ``-neg_per_roi`` (R,) with the weights of :func:`_roi_weights`."""
+def _reduce(per_roi: Tensor, weights: Tensor | None, reduction: str) -> Tensor:
     if weights is None:
         if reduction == "none":
-            return -neg_per_roi
-        total = -neg_per_roi.sum()
-        return total if reduction == "sum" else total / max(neg_per_roi.shape[0], 1)
+            return per_roi
+        total = per_roi.sum()
+        return total if reduction == "sum" else total / max(per_roi.shape[0], 1)
     if reduction == "none":
-        return -(neg_per_roi * weights)
-    if count is not None:
-        # -sum(w * x) in one GEMV; beta=0 ignores its input (count, a broadcastable scalar).
-        return torch.addmv(count, neg_per_roi.unsqueeze(0), weights, beta=0.0, alpha=-1.0).squeeze(0)
-    return -torch.dot(neg_per_roi, weights)
-
-
-def _pair_weights(valid: Tensor, reduction: str, like: Tensor) -> Tensor:
-    """Weights (R, A, P) of the per-pair terms ``like`` (R, A, P) in the "mean" / "sum" over RoIs.
-
-    "mean": valid / max(#valid, 1), a device computation (no host round trip); "sum": valid as 0 / 1. Each
-    RoI's weight is repeated over its A x P pairs, so that the forward reduces all pairs and RoIs in one
-    GEMV and the backward's per-pair gradient is one product. The pair mean's 1 / (A P) is left out.
-    """
-    per_pair = valid.view(-1, 1, 1).expand(like.shape)
-    if reduction == "mean":
-        return per_pair / valid.sum(dtype=like.dtype).clamp_min_(1.0)
-    return per_pair.to(like.dtype)
+        return per_roi * weights
+    return torch.dot(per_roi, weights)
 
 
 def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: int) -> Tensor:
-    """d loss / d per-pair term, up to 1 / (A P): broadcastable to (R, A, P).
-
-    ``weights`` are :func:`_pair_weights` (R, A, P), or per RoI (R,) for ``"none"``, or None.
-    """
+    """d loss / d per_roi, (R,) or broadcastable to it."""
     if weights is not None:
-        roi = grad * weights
-        return roi if roi.ndim == 3 else roi.view(-1, 1, 1)
+        return grad * weights
     if reduction == "mean":
-        return (grad / max(num_rois, 1)).reshape(-1, 1, 1)
-    return (grad.expand(num_rois) if reduction == "sum" else grad).reshape(-1, 1, 1)
+        return grad / max(num_rois, 1)
+    return grad.expand(num_rois) if reduction == "sum" else grad
 
 
 def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Norms (R, M, 1), unit features (R, M, D) and anchor similarities / tau (R, A, M - A)."""
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_EPS)
+    """Norms (R, 1, M), unit features (R, D, M) and anchor similarities / tau (R, A, M - A)."""
+    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min_(_EPS)
     zhat = z / norm
-    anchors, keys = zhat[:, :num_anchors], zhat[:, num_anchors:]
     # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
-    sim = torch.baddbmm(_ignored(norm), anchors, keys.transpose(1, 2), beta=0.0, alpha=1.0 / tau)
+    sim = torch.baddbmm(
+        norm[:, :, :1],
+        zhat[:, :, :num_anchors].transpose(1, 2),
+        zhat[:, :, num_anchors:],
+        beta=0.0,
+        alpha=1.0 / tau,
+    )
     return norm, zhat, sim
-
-
-def _ignored(norm: Tensor) -> Tensor:
-    """A (R, 1, 1) view to pass as the ignored input of ``baddbmm(..., beta=0)``."""
-    return norm[:, :1]
 
 
 class _Config(NamedTuple):
@@ -122,81 +95,67 @@ class _Config(NamedTuple):
 
 def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config: _Config) -> Tensor:
     """The gradient of :class:`_InfoNCE` written with plain autograd ops, for double backward."""
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(_EPS)
+    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(_EPS)
     zhat = z / norm
-    anchors, keys = zhat[:, : config.anchors], zhat[:, config.anchors :]
-    sim = torch.bmm(anchors, keys.transpose(1, 2)) / config.tau
+    anchors, keys = zhat[:, :, : config.anchors], zhat[:, :, config.anchors :]
+    sim = torch.bmm(anchors.transpose(1, 2), keys) / config.tau
     s_pos, s_neg = sim[..., : config.positives], sim[..., config.positives :]
     lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)
-    roi = _roi_grad(grad, weights, config.reduction, z.shape[0])
+    roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
     d_margin = torch.sigmoid(lse - s_pos) * roi / (config.anchors * config.positives)
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
-    d_zhat = torch.cat([torch.bmm(d_sim, keys), torch.bmm(d_sim.transpose(1, 2), anchors)], dim=1)
-    radial = (d_zhat * zhat).sum(-1, keepdim=True)
+    d_zhat = torch.cat([torch.bmm(keys, d_sim.transpose(1, 2)), torch.bmm(anchors, d_sim)], dim=2)
+    radial = (d_zhat * zhat).sum(1, keepdim=True)
     return (d_zhat - zhat * radial) / norm
 
 
 class _InfoNCE(torch.autograd.Function):
     """Normalise, score, infoNCE and reduce over RoIs in one node, with a hand-written backward.
 
-    ``z`` is (R, A + P + Q, D). Per pair the loss is softplus(lse - s_pos) = -logsigmoid(s_pos - lse);
-    the forward keeps ``s - lse`` for all columns, so the backward's softmax over negatives is one
-    ``exp``. Autograd of the plain expression would write several full-size buffers in the backward (a
-    zero-filled gradient per slice of ``z``, the normalisation's chain of elementwise ops); this backward
-    writes one and updates it in place. When a graph is built through the backward
-    (``create_graph=True``), it is recomputed with plain autograd ops instead, so second derivatives are
-    exact.
+    ``z`` is channels-first, (R, D, A + P + Q). Autograd of the plain expression would write several
+    full-size buffers in the backward (a zero-filled gradient per slice of ``z``, the normalisation's
+    chain of elementwise ops); this backward writes one and updates it in place. When a graph is built
+    through the backward (``create_graph=True``), it is recomputed with plain autograd ops instead, so
+    second derivatives are exact.
     """
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
-        norm, zhat, sim = _similarities(z, config.anchors, config.tau)
+        norm, _, sim = _similarities(z, config.anchors, config.tau)
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
-        shifted = sim - lse  # (R, A, P + Q): s - lse
-        logsig, buffer = torch.ops.aten.log_sigmoid_forward(shifted[..., : config.positives])
+        margin = lse - sim[..., : config.positives]  # (R, A, P)
+        per_roi = F.softplus(margin).mean(dim=(1, 2))
+        weights = _roi_weights(valid, config.reduction, per_roi.dtype)
+        ctx.save_for_backward(z, norm, sim, lse, margin, weights)
         ctx.config = config
-        if valid is not None and config.reduction != "none":
-            # All pairs of all RoIs in one GEMV: -sum(w * logsig) / (A P); beta=0 ignores its input.
-            weights = _pair_weights(valid, config.reduction, logsig)
-            flat = logsig.view(1, -1)
-            ignored = flat[0, :1] if flat.shape[1] > 0 else flat.new_zeros(())  # R = 0: nothing to view
-            scale = -1.0 / (config.anchors * config.positives)
-            out = torch.addmv(ignored, flat, weights.reshape(-1), beta=0.0, alpha=scale).squeeze(0)
-            ctx.save_for_backward(z, zhat, norm, shifted, buffer, weights)
-            return out
-        neg_per_roi = logsig.mean(dim=(1, 2))  # minus the per-RoI loss
-        roi_weights, count = _roi_weights(valid, config.reduction, neg_per_roi.dtype)
-        ctx.save_for_backward(z, zhat, norm, shifted, buffer, roi_weights)
-        return _reduce_negated(neg_per_roi, roi_weights, count, config.reduction)
+        return _reduce(per_roi, weights, config.reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        z, zhat, norm, shifted, buffer, weights = ctx.saved_tensors
+        z, norm, sim, lse, margin, weights = ctx.saved_tensors
         config: _Config = ctx.config
         if torch.is_grad_enabled():
             return _differentiable_grad(z, grad, weights, config), None, None
         a, p = config.anchors, config.positives
-        s_pos = shifted[..., :p]
-        roi = _roi_grad(grad, weights, config.reduction, z.shape[0])
-        # d loss / d (s_pos - lse) = -roi * sigmoid(lse - s_pos) / (A P); 1/(A P tau) comes in the GEMMs.
-        d_pos = torch.ops.aten.log_sigmoid_backward(roi.expand_as(s_pos), s_pos, buffer)
-        # d lse / d s_neg is the softmax over negatives, exp(s - lse); the positives' columns are
-        # overwritten next.
-        d_sim = torch.exp(shifted)
-        d_sim[..., p:].mul_(d_pos.sum(-1, keepdim=True))
+        roi = _roi_grad(grad, weights, config.reduction, z.shape[0]).reshape(-1, 1, 1)
+        # d per-RoI sum / d margin = sigmoid(margin), scaled by the RoI's gradient (1/(A P tau) comes later).
+        d_margin = torch.ops.aten.softplus_backward(roi, margin, 1.0, _SOFTPLUS_THRESHOLD)
+        # d lse / d s_neg is the softmax over negatives; the positives' columns are overwritten next.
+        d_sim = torch.exp(sim - lse)
+        d_sim[..., p:].mul_(d_margin.sum(-1, keepdim=True))
         if torch.compiler.is_compiling():
-            d_sim[..., :p] = -d_pos  # dynamo does not trace out= into a view; inductor fuses this anyway
+            d_sim[..., :p] = -d_margin  # dynamo does not trace out= into a view; inductor fuses this anyway
         else:
-            torch.neg(d_pos, out=d_sim[..., :p])
-        anchors, keys = zhat[:, :a], zhat[:, a:]
+            torch.neg(d_margin, out=d_sim[..., :p])
+        zhat = z / norm
+        anchors, keys = zhat[:, :, :a], zhat[:, :, a:]
         scale = 1.0 / (a * p * config.tau)
-        ignored = _ignored(norm)
-        d_anchors = torch.baddbmm(ignored, d_sim, keys, beta=0.0, alpha=scale)
-        d_keys = torch.baddbmm(ignored, d_sim.transpose(1, 2), anchors, beta=0.0, alpha=scale)
-        d_zhat = torch.cat([d_anchors, d_keys], dim=1)
+        d_anchors = torch.baddbmm(norm[:, :, :1], keys, d_sim.transpose(1, 2), beta=0.0, alpha=scale)
+        d_keys = torch.baddbmm(norm[:, :, :1], anchors, d_sim, beta=0.0, alpha=scale)
+        d_zhat = torch.cat([d_anchors, d_keys], dim=2)
         # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
-        radial = (d_zhat * zhat).sum(-1, keepdim=True)
+        radial = (d_zhat * zhat).sum(1, keepdim=True)
         return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None
 
 
@@ -208,7 +167,7 @@ def _info_nce(
     tau: float,
     reduction: str,
 ) -> Tensor:
-    """The infoNCE kernel (arguments already checked) on the samples' features z (R, A + P + Q, D).
+    """The infoNCE kernel (arguments already checked) on channels-first samples z (R, D, A + P + Q).
 
     Runs outside autocast in float32 (float64 stays float64). Returns the reduced loss: (R,) for
     ``"none"`` (zero at invalid RoIs), else a scalar. With ``valid`` given, the features of invalid RoIs
@@ -218,10 +177,9 @@ def _info_nce(
         dtype = _compute_dtype(z.dtype)
         if z.dtype != dtype:
             z = z.to(dtype)
-        if z.shape[1] == num_anchors + num_positives:
+        if z.shape[2] == num_anchors + num_positives:
             # No negatives: every term is -log(1) = 0; keep the graph.
-            weights, count = _roi_weights(valid, reduction, dtype)
-            return _reduce_negated(z.sum(dim=(1, 2)) * 0.0, weights, count, reduction)
+            return _reduce(z.sum(dim=(1, 2)) * 0.0, _roi_weights(valid, reduction, dtype), reduction)
         config = _Config(num_anchors, num_positives, tau, reduction)
         out: Tensor = _InfoNCE.apply(z, valid, config)
         return out
@@ -289,4 +247,4 @@ def dense_info_nce(
         )
     dtype = torch.promote_types(torch.promote_types(anchors.dtype, positives.dtype), negatives.dtype)
     z = torch.cat([anchors.to(dtype), positives.to(dtype), negatives.to(dtype)], dim=1)  # (R, M, D)
-    return _info_nce(z, None, a, positives.shape[1], tau, reduction)
+    return _info_nce(z.transpose(1, 2), None, a, positives.shape[1], tau, reduction)

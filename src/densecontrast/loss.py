@@ -113,13 +113,18 @@ def _check_samples(
 
 
 def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
-    """The projector on channels-first rows (C, R, N) -> (R, N, D)."""
+    """The projector on channels-first rows (R, C, N) -> (R, D, N)."""
     if projector is None:
-        return rows.permute(1, 2, 0)
-    if isinstance(projector, ProjectionHead) and type(projector).forward is ProjectionHead.forward:
+        return rows
+    if (
+        isinstance(projector, ProjectionHead)
+        and type(projector).forward is ProjectionHead.forward
+        and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
+        and rows.dtype != torch.float64  # no fast float64 convolution on the CPU
+    ):
         return projector._forward_channels_first(rows)
-    out: Tensor = projector(rows.permute(1, 2, 0))  # any module mapping (..., C) to (..., D)
-    return out
+    out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
+    return out.transpose(1, 2)
 
 
 def _dense_contrastive(
@@ -169,7 +174,7 @@ def _no_valid_roi(
     r, c, h, w = feats.shape
     valid = torch.zeros(r, dtype=torch.bool, device=feats.device)
     if h * w == 0:
-        rows = feats.sum(dim=(2, 3)).t().unsqueeze(2).expand(c, r, 3)  # an empty sum: exact zeros
+        rows = feats.sum(dim=(2, 3)).unsqueeze(2).expand(r, c, 3)  # an empty sum: exact zeros
         feats_out = feats
     else:
         index = torch.zeros((), dtype=torch.int64, device=feats.device).expand(r, 3)
@@ -329,8 +334,8 @@ def loss_from_rows(
             f"(anchors {shape_str(samples.anchors.shape)}, positives {shape_str(samples.positives.shape)}, "
             f"negatives {shape_str(samples.negatives.shape)}); got rows {shape_str(rows.shape)}"
         )
-    valid = samples.valid.view(1, -1, 1)
-    channels_first = torch.where(valid, rows.permute(2, 0, 1), valid)  # invalid RoIs: exact zeros
+    valid = samples.valid.view(-1, 1, 1)
+    channels_first = torch.where(valid, rows.transpose(1, 2), valid)  # invalid RoIs: exact zeros
     z = _project(channels_first, projector)
     return _info_nce(z, samples.valid, num_anchors, num_positives, tau, reduction)
 
@@ -418,7 +423,20 @@ class DenseContrastiveLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Loss of the RoIs ``feats`` (R, C, H, W) against their instance ``masks`` (R, H, W)."""
-        return self._evaluate(feats, masks, samples, generator, passthrough=False)[1]
+        feats, masks = _check_inputs(feats, masks, self.projector)
+        _, loss = _dense_contrastive(
+            feats,
+            masks,
+            k=self.k,
+            tau=self.tau,
+            projector=self.projector,
+            replacement=self.replacement,
+            reduction=self.reduction,
+            samples=_checked_samples_or_masks(samples, feats, masks),
+            generator=generator,
+            passthrough=False,
+        )
+        return loss
 
     def forward_passthrough(
         self,
@@ -445,18 +463,6 @@ class DenseContrastiveLoss(nn.Module):
         Returns:
             ``(feats_out, loss)``: feats_out (R, C, H, W) equal to feats; loss as :meth:`forward`.
         """
-        return self._evaluate(feats, masks, samples, generator, passthrough=True)
-
-    def _evaluate(
-        self,
-        feats: Tensor,
-        masks: Tensor,
-        samples: PixelSamples | None,
-        generator: torch.Generator | None,
-        *,
-        passthrough: bool,
-    ) -> tuple[Tensor, Tensor]:
-        """Check the inputs once, then ``(feats or feats_out, loss)`` with this module's settings."""
         feats, masks = _check_inputs(feats, masks, self.projector)
         return _dense_contrastive(
             feats,
@@ -468,7 +474,7 @@ class DenseContrastiveLoss(nn.Module):
             reduction=self.reduction,
             samples=_checked_samples_or_masks(samples, feats, masks),
             generator=generator,
-            passthrough=passthrough,
+            passthrough=True,
         )
 
     def extra_repr(self) -> str:

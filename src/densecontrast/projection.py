@@ -9,7 +9,6 @@ gives the same loss for a fraction of the work.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -58,15 +57,13 @@ class ProjectionHead(nn.Module):
         return self.fc2(F.relu(self.fc1(x), inplace=True))
 
     def _forward_channels_first(self, x: Tensor) -> Tensor:
-        """The head on channels-first rows x (C, R, N) -> rows (R, N, D): one GEMM per layer.
+        """The head on channels-first rows (R, C, N) -> (R, D, N), as two 1x1 convolutions.
 
-        The same numbers as :meth:`forward` on ``x.permute(1, 2, 0)``. The first layer multiplies
-        (C, R*N) from the left, the second writes (R*N, D) rows, the layout the loss's infoNCE reads.
+        The same numbers as :meth:`forward` on ``x.transpose(1, 2)``; the loss uses it on its gathered
+        rows because one convolution's backward returns the input, weight and bias gradients at once.
         """
-        c, r, n = x.shape
-        hidden = torch.addmm(self.fc1.bias.unsqueeze(1), self.fc1.weight, x.reshape(c, r * n))
-        out = torch.addmm(self.fc2.bias, F.relu(hidden, inplace=True).t(), self.fc2.weight.t())
-        return out.view(r, n, out.shape[1])
+        hidden = F.conv1d(x, self.fc1.weight[:, :, None], self.fc1.bias)
+        return F.conv1d(F.relu(hidden, inplace=True), self.fc2.weight[:, :, None], self.fc2.bias)
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.

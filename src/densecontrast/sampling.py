@@ -67,36 +67,32 @@ def _sample(
     if _no_rois_can_be_valid(num_pixels, k, replacement):
         return _filler(num_rois, k, masks)
     flat = masks.reshape(num_rois, num_pixels)
-    inside, not_outside = (flat, flat) if flat.dtype == torch.bool else (flat == 1, flat != 0)
-    if not replacement:
-        return _without_replacement(inside, not_outside, k, generator)
-    lo = k + 1
+    lo, hi = (k + 1, num_pixels - k - 1) if replacement else (k, num_pixels - k)
     if flat.dtype == torch.bool:
+        inside, not_outside = flat, flat
         n_in = flat.sum(dim=1)
-        valid = n_in.clamp(lo, num_pixels - lo) == n_in  # lo <= |M| and |M̄| = H*W - |M| >= lo
+        valid = n_in.clamp(lo, hi) == n_in  # lo <= |M| and |M̄| = H*W - |M| >= lo
     else:
-        valid = (inside.sum(dim=1) >= lo) & (num_pixels - not_outside.sum(dim=1) >= lo)
-    return _with_replacement(inside, not_outside, k, generator), valid
+        inside, not_outside = flat == 1, flat != 0
+        n_in = inside.sum(dim=1)
+        n_out = num_pixels - not_outside.sum(dim=1)
+        valid = (n_in >= lo) & (n_out >= lo)
+    if replacement:
+        return _with_replacement(inside, not_outside, k, generator), valid
+    return _without_replacement(inside, not_outside, k, generator), valid
 
 
 def _without_replacement(
     inside: Tensor, not_outside: Tensor, k: int, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
+) -> Tensor:
     # Independent uniform keys in [0, 1) for the three sets; the members of a set are lifted above every
-    # other pixel (instance pixels +2 for anchors and positives, the rest of the RoI kept while the others
-    # drop by 3 for negatives). The K largest keys of a row are then a uniformly random K-subset of its
+    # other pixel (instance pixels +1 for anchors and positives, the rest of the RoI kept while the others
+    # drop by 1 for negatives). The K largest keys of a row are then a uniformly random K-subset of its
     # members whenever it has K of them: one draw and one top-k serve all three sets.
     keys = _rand((inside.shape[0], 3, inside.shape[1]), generator, inside, torch.float32)
-    keys[:, :2].add_(inside.unsqueeze(1), alpha=2)
-    keys[:, 2].add_(not_outside, alpha=-3)
-    top = keys.topk(k, dim=-1, sorted=True)
-    # The K-th largest key of a set (sorted: the last column) is a member's iff the set has K members:
-    # for the positives it is then in [2, 3], else in [0, 1); for the negatives in [0, 1), else in
-    # [-3, -2] (closed: float32 rounding). The sum of the two is >= 2 iff both sets have K members
-    # (else it is at most 2 - 2^-23, or 1): |M| >= K and |M̄| >= K from two ops on (R,) views.
-    kth = top.values[:, 1:, k - 1]
-    valid = (kth[:, 0] + kth[:, 1]) >= 2.0
-    return top.indices, valid
+    keys[:, :2].add_(inside.unsqueeze(1))
+    keys[:, 2].add_(not_outside, alpha=-1)
+    return keys.topk(k, dim=-1, sorted=False).indices
 
 
 def _with_replacement(
