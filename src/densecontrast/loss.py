@@ -423,20 +423,7 @@ class DenseContrastiveLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Loss of the RoIs ``feats`` (R, C, H, W) against their instance ``masks`` (R, H, W)."""
-        feats, masks = _check_inputs(feats, masks, self.projector)
-        _, loss = _dense_contrastive(
-            feats,
-            masks,
-            k=self.k,
-            tau=self.tau,
-            projector=self.projector,
-            replacement=self.replacement,
-            reduction=self.reduction,
-            samples=_checked_samples_or_masks(samples, feats, masks),
-            generator=generator,
-            passthrough=False,
-        )
-        return loss
+        return self._evaluate(feats, masks, samples, generator, passthrough=False)[1]
 
     def forward_passthrough(
         self,
@@ -463,6 +450,18 @@ class DenseContrastiveLoss(nn.Module):
         Returns:
             ``(feats_out, loss)``: feats_out (R, C, H, W) equal to feats; loss as :meth:`forward`.
         """
+        return self._evaluate(feats, masks, samples, generator, passthrough=True)
+
+    def _evaluate(
+        self,
+        feats: Tensor,
+        masks: Tensor,
+        samples: PixelSamples | None,
+        generator: torch.Generator | None,
+        *,
+        passthrough: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Check the inputs once, then ``(feats or feats_out, loss)`` with this module's settings."""
         feats, masks = _check_inputs(feats, masks, self.projector)
         return _dense_contrastive(
             feats,
@@ -474,7 +473,7 @@ class DenseContrastiveLoss(nn.Module):
             reduction=self.reduction,
             samples=_checked_samples_or_masks(samples, feats, masks),
             generator=generator,
-            passthrough=True,
+            passthrough=passthrough,
         )
 
     def extra_repr(self) -> str:
