@@ -238,24 +238,24 @@ def gt_box_rois(
     device = feats.device
     # Boxes and mask crops in float32, or float64 with float64 features (exact references in tests).
     box_dtype = torch.promote_types(feats.dtype, torch.float32)
-    all_boxes, all_batch, all_inst, all_masks = [], [], [], []
+    all_boxes, all_batch, all_inst, all_masks, all_nonempty = [], [], [], [], []
     for b, m in enumerate(mask_list):
         if m.shape[0] == 0:
             continue
-        tight, nonempty = boxes_from_masks(m)
+        tight, nonempty = boxes_from_masks(m)  # an empty mask's box is finite (the frame); dropped below
         bx = (tight if box_list is None else box_list[b]).to(box_dtype)
-        keep = nonempty.nonzero()[:, 0]  # host sync: which instances have pixels decides R
-        if keep.numel() == 0:
-            continue
-        bx = bx[keep]
         if margin > 0:
             wh = (bx[:, 2:] - bx[:, :2]).repeat(1, 2)
             bx = bx + margin * wh * bx.new_tensor([-1.0, -1.0, 1.0, 1.0])
-        all_masks.append(_crop_masks(m[keep], bx, size, sampling_ratio, band))
+        inst = torch.arange(m.shape[0], device=bx.device)
+        all_masks.append(_crop_masks(m, bx, size, sampling_ratio, band))
         all_boxes.append(bx)
-        all_batch.append(torch.full_like(keep, b))
-        all_inst.append(keep)
-    if not all_boxes:
+        all_batch.append(torch.full_like(inst, b))
+        all_inst.append(inst)
+        all_nonempty.append(nonempty.to(bx.device))
+    # One host sync for the batch: which instances have pixels decides R.
+    keep = torch.cat(all_nonempty).nonzero()[:, 0] if all_nonempty else None
+    if keep is None or keep.numel() == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return GtBoxRoIs(
             feats.new_zeros((0, feats.shape[1], *size)) + feats.sum() * 0,
@@ -264,14 +264,14 @@ def gt_box_rois(
             empty,
             empty.clone(),
         )
-    boxes_cat = torch.cat(all_boxes)
-    batch_idx = torch.cat(all_batch)
+    boxes_cat = torch.cat(all_boxes)[keep]
+    batch_idx = torch.cat(all_batch)[keep]
     scale = boxes_cat.new_tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
     rois = torch.cat([batch_idx[:, None].to(boxes_cat), boxes_cat * scale], dim=1)
     # Half-precision maps are sampled in float32 (box coordinates in half would be off by pixels).
     roi_feats = roi_align(feats.to(box_dtype), rois, size, 1.0, sampling_ratio, aligned=True)
     roi_feats = roi_feats.to(feats.dtype)
-    return GtBoxRoIs(roi_feats, torch.cat(all_masks), boxes_cat, batch_idx, torch.cat(all_inst))
+    return GtBoxRoIs(roi_feats, torch.cat(all_masks)[keep], boxes_cat, batch_idx, torch.cat(all_inst)[keep])
 
 
 def _check_stride(stride: object) -> tuple[float, float] | None:
