@@ -323,7 +323,7 @@ def test_exporters_read_items_in_a_worker_and_write_the_same(
     torch's thread count in this process is left alone."""
     pytest.importorskip("pycocotools")
     pytest.importorskip("PIL")
-    import densecontrast._yolo_export as exporter
+    import densecontrast.datasets as exporter
 
     in_process = json.loads(json.dumps(small.coco_ground_truth()))
     plain_root = small.export_coco(tmp_path / "plain")

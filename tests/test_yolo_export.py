@@ -105,7 +105,7 @@ def test_missing_ultralytics_says_what_to_install(tmp_path, monkeypatch: pytest.
 
 
 def test_a_worker_process_writes_the_same_files(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import densecontrast._yolo_export as exporter
+    import densecontrast.datasets as exporter
 
     ds = SyntheticInstances(3, image_size=32, num_categories=2, seed=2)
     plain = ds.export_yolo(tmp_path / "plain").parent

@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = ["export_yolo", "mask_to_polygon"]
-
-WORKER_MIN_ITEMS = 16
-"""From this many items on, exporters generate them in a DataLoader worker (see :func:`iterate_items`)."""
 
 
 def _imports() -> tuple[Any, Any, Any]:
@@ -39,30 +36,6 @@ def _imports() -> tuple[Any, Any, Any]:
             "missing); install them with `pip install 'densecontrast[ultralytics]'`"
         ) from err
     return cv2, Image, merge_multi_segment
-
-
-def iterate_items(dataset: Any, *, min_items_for_worker: int | None = None) -> Iterator[Any]:
-    """The items ``dataset[0], dataset[1], ...`` in order, generated in a worker process when many.
-
-    Generating items in the main process runs torch with its default number of threads, which on a
-    loaded machine is far slower than one thread per item (oversubscription). DataLoader workers run
-    single-threaded, so from ``min_items_for_worker`` items on the items come from
-    ``DataLoader(dataset, batch_size=None, num_workers=1)``; torch's thread count in this process is left
-    as it is. Fewer items are read in place (starting a worker would cost more than it saves). The items
-    are the same either way, in the same order.
-
-    Args:
-        dataset: a map-style dataset (``len`` and integer indexing).
-        min_items_for_worker: the size from which a worker is used; None (default) reads
-            :data:`WORKER_MIN_ITEMS`.
-    """
-    threshold = WORKER_MIN_ITEMS if min_items_for_worker is None else min_items_for_worker
-    if len(dataset) >= threshold:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=1)
-        yield from loader
-    else:
-        for index in range(len(dataset)):
-            yield dataset[index]
 
 
 def mask_to_polygon(mask: Tensor) -> list[float]:
@@ -106,6 +79,8 @@ def _write_split(dataset: Any, root: pathlib.Path, split: str, num_classes: int 
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     top = 0
+    from .datasets import iterate_items  # datasets imports this module at its top
+
     for index, (image, target) in enumerate(iterate_items(dataset)):
         values = [int(v) for v in target["labels"].tolist()]
         bad = [v for v in values if v < 1 or (num_classes is not None and v > num_classes)]

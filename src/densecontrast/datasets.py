@@ -13,7 +13,7 @@ import json
 import operator
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -22,9 +22,37 @@ from torch import Tensor
 from ._scenes import MIN_VISIBLE_AREA as MIN_VISIBLE_AREA  # re-exported: the docs name it here
 from ._scenes import SHAPE_FAMILIES, Scene, generate, item_seed
 from ._validation import check_int, check_positive_int
-from ._yolo_export import export_yolo, iterate_items
+from ._yolo_export import export_yolo
 
 __all__ = ["SyntheticInstances", "collate_detection", "export_yolo"]
+
+WORKER_MIN_ITEMS = 16
+"""From this many items on, exporters generate them in a DataLoader worker (see :func:`iterate_items`)."""
+
+
+def iterate_items(dataset: Any, *, min_items_for_worker: int | None = None) -> Iterator[Any]:
+    """The items ``dataset[0], dataset[1], ...`` in order, generated in a worker process when many.
+
+    Generating items in the main process runs torch with its default number of threads, which on a
+    loaded machine is far slower than one thread per item (oversubscription). DataLoader workers run
+    single-threaded, so from ``min_items_for_worker`` items on the items come from
+    ``DataLoader(dataset, batch_size=None, num_workers=1)``; torch's thread count in this process is left
+    as it is. Fewer items are read in place (starting a worker would cost more than it saves). The items
+    are the same either way, in the same order.
+
+    Args:
+        dataset: a map-style dataset (``len`` and integer indexing).
+        min_items_for_worker: the size from which a worker is used; None (default) reads
+            :data:`WORKER_MIN_ITEMS`.
+    """
+    threshold = WORKER_MIN_ITEMS if min_items_for_worker is None else min_items_for_worker
+    if len(dataset) >= threshold:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=1)
+        yield from loader
+    else:
+        for index in range(len(dataset)):
+            yield dataset[index]
+
 
 SPLITS = ("train", "val", "test")
 MIN_IMAGE_SIZE = 32
