@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +26,9 @@ import pytest
 from densecontrast.analysis import analyze, evaluate_segm_ap
 from densecontrast.analysis._inputs import prepare
 from densecontrast.analysis._rle import check_compressed
-from densecontrast.analysis._synthetic import synthetic_coco
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _synthetic_coco import synthetic_coco  # noqa: E402  (test scenes live with the tests)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

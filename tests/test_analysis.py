@@ -34,7 +34,7 @@ from densecontrast.analysis._errors import image_errors
 from densecontrast.analysis._inputs import prepare
 from densecontrast.analysis._rle import _decode, check_compressed, complement
 from densecontrast.analysis._rle import counts as rle_counts
-from densecontrast.analysis._synthetic import synthetic_coco
+from _synthetic_coco import synthetic_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
@@ -357,7 +357,6 @@ def _bad_cases() -> list[tuple[str, dict, list, str]]:
         ("missing score", gt, [{k: v for k, v in ok.items() if k != "score"}], r"results\[0\].*score"),
         ("missing segmentation", gt, [{k: v for k, v in ok.items() if k != "segmentation"}], "segmentation"),
         ("nan score", gt, [{**ok, "score": float("nan")}], r"results\[0\].*score"),
-        ("polygon result", gt, [{**ok, "segmentation": [[1, 1, 5, 1, 5, 5]]}], r"results\[0\].*RLE"),
         ("result mask size", gt, [{**ok, "segmentation": small}], r"results\[0\].*mask size \[5, 5\]"),
         ("annotation id 0", gt_id0, [ok], r"gt\['annotations'\]\[0\].*id 0"),
         ("duplicate annotation id", gt_dup, [ok], r"gt\['annotations'\]\[1\].*duplicate"),

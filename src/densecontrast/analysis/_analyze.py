@@ -1,10 +1,11 @@
-"""The segmentation-error analysis: ΔAP per error type by full re-evaluation (paper, section 3).
+"""The error analysis: ΔAP per detection and pixel error type, each by full re-evaluation.
 
 Shape letters: N predictions (results), K categories.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import Evaluator, ap_triple, mean_valid, resolve_backend
+from ._detection import _FP_CODES, DETECTION_TYPES, FIX_RUNS, SPECIAL_TYPES, DetectionErrors, classify, fix
 from ._errors import ERROR_TYPES, RUNS, image_errors
 from ._inputs import Prepared, prepare
 from ._report import CategoryErrors, SegmentationErrorReport
@@ -19,13 +21,16 @@ from ._report import CategoryErrors, SegmentationErrorReport
 ProgressFn = Callable[[str, int, int], None]
 
 
-def evaluate_segm_ap(gt: Any, results: Any, *, backend: str = "auto") -> dict[str, float]:
-    """COCO mask AP of instance-segmentation results, read from the evaluator's precision array.
+def evaluate_segm_ap(
+    gt: Any, results: Any, *, backend: str = "auto", iou_type: str = "segm"
+) -> dict[str, float]:
+    """COCO AP of instance-segmentation (or box) results, read from the evaluator's precision array.
 
     Args:
         gt: a COCO ground-truth dict or a path to one (see :func:`analyze`).
-        results: a list of COCO result dicts with RLE ``segmentation``, or a path to one.
+        results: a list of COCO result dicts or a path to one (see :func:`analyze`).
         backend: "auto" (faster-coco-eval when installed), "pycocotools" or "faster-coco-eval".
+        iou_type: "segm" (mask AP) or "bbox" (box AP).
 
     Returns:
         {"AP": AP@[.50:.95], "AP50": ..., "AP75": ...} as fractions (0 for empty results; NaN if the
@@ -36,7 +41,7 @@ def evaluate_segm_ap(gt: Any, results: Any, *, backend: str = "auto") -> dict[st
         >>> evaluate_segm_ap("gt.json", "results.json")  # doctest: +SKIP
         {'AP': 0.371, 'AP50': 0.588, 'AP75': 0.397}
     """
-    data = prepare(gt, results)
+    data = prepare(gt, results, iou_type=iou_type)
     ap, ap50, ap75 = ap_triple(Evaluator(resolve_backend(backend), data).precision(data.results))
     return {"AP": ap, "AP50": ap50, "AP75": ap75}
 
@@ -75,6 +80,12 @@ def _corrections(
     return runs, matched, pixels
 
 
+def _check_fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def analyze(
     gt: Any,
     results: Any,
@@ -82,54 +93,101 @@ def analyze(
     min_iou: float = 0.1,
     backend: str = "auto",
     progress: ProgressFn | None = None,
+    iou_type: str = "segm",
+    fg_iou: float = 0.5,
+    bg_iou: float = 0.1,
+    skip_degenerate: bool = False,
 ) -> SegmentationErrorReport:
-    """Segmentation-error analysis: how much AP each error type (fFP, bFP, FN) costs.
+    """Where the AP went: detection errors (TIDE's six types) and, for masks, the pixel errors (fFP, bFP, FN).
 
-    Each prediction is matched to the non-crowd ground truth of its category in its image with the largest
-    mask IoU (ties: the lowest annotation index); below ``min_iou`` it stays unmatched and unchanged.
-    For a matched prediction D with ground truth G*, G the union of the image's non-crowd ground truth
-    and crowd pixels excluded: fFP = D ∩ (G − G*), bFP = D − G, FN = G* − D. ΔAP of a type is the COCO
-    mask AP after correcting that type in every matched prediction (each one on its own, each type
-    separately) minus the AP as given; it is never clamped.
+    **Detection errors** (Bolya et al., ECCV 2020). Results are matched as COCOeval matches them at
+    ``fg_iou``; each unmatched result is a cls, loc, both, dupe or bkg error by the ground truth it
+    overlaps most (``bg_iou`` separates "near" from "background"), and each unmatched ground truth that no
+    cls or loc error points at is missed. Each type's ΔAP is the AP after an oracle that fixes that type
+    only (relabel, take the ground truth's mask or box, suppress, or drop the missed ground truth), minus
+    the AP; "FalsePos" removes every false positive, "FalseNeg" every unmatched ground truth. The
+    detection upper bound fixes the six types at once (its AP50 is 1).
+
+    **Pixel errors** (``iou_type="segm"`` only; paper section 3). Each prediction is matched to the non-crowd
+    ground truth of its category in its image with the largest mask IoU (ties: the lowest annotation
+    index); below ``min_iou`` it stays unmatched and unchanged. For a matched prediction D with ground truth
+    G*, G the union of the image's non-crowd ground truth and crowd pixels excluded: fFP = D ∩ (G − G*),
+    bFP = D − G, FN = G* − D. ΔAP of a type is the AP after correcting that type in every matched
+    prediction (each one on its own, each type separately) minus the AP as given.
+
+    No ΔAP is ever clamped: fixing one type can lower AP.
 
     Args:
         gt: a COCO ground-truth dict or a path to one. Annotations need a non-zero unique ``id``,
-            ``image_id``, ``category_id`` and ``segmentation`` (polygons or RLE); a missing ``area``
-            is computed from the mask, a missing ``iscrowd`` is 0.
-        results: a list of COCO result dicts (``image_id``, ``category_id``, ``score``, RLE
-            ``segmentation``; a ``bbox`` is ignored) or a path to one. May be empty.
-        min_iou: the matching threshold in [0, 1].
+            ``image_id``, ``category_id`` and ``segmentation`` (polygons or RLE; for "bbox" a ``bbox``
+            will do); a missing ``area`` is computed from the mask, a missing ``iscrowd`` is 0.
+        results: a list of COCO result dicts (``image_id``, ``category_id``, ``score`` and a
+            ``segmentation``, polygons or RLE, for "segm"; a ``bbox`` [x, y, w, h] for "bbox") or a path
+            to one, as detectron2, MMDetection, Ultralytics (``save_json``) or
+            :func:`results_from_outputs` write them. May be empty.
+        min_iou: the pixel analysis' matching threshold in [0, 1].
         backend: "auto" (faster-coco-eval when installed), "pycocotools" or "faster-coco-eval".
-        progress: called as ``progress(stage, done, total)`` after each image ("corrections") and
-            each evaluation ("evaluation"), ``total`` = images + 5.
+        progress: called as ``progress(stage, done, total)`` after each image ("corrections") and each
+            evaluation ("evaluation").
+        iou_type: "segm" (masks: detection and pixel errors) or "bbox" (boxes: detection errors).
+        fg_iou: the detection errors' foreground threshold t_f.
+        bg_iou: the detection errors' background threshold t_b (<= ``fg_iou``).
+        skip_degenerate: leave out ground-truth annotations with a polygon of fewer than 3 points or a
+            mask of zero area (listed in the report's ``skipped``) instead of raising.
 
     Returns:
         The :class:`SegmentationErrorReport`. Neither ``gt`` nor ``results`` is modified.
 
     Raises:
-        ValueError: for invalid inputs, naming the offending entry.
+        ValueError: for invalid inputs, naming the file and the offending entry.
 
     Examples:
         >>> from densecontrast.analysis import analyze
         >>> report = analyze("instances_val.json", "segm_results.json")  # doctest: +SKIP
         >>> print(report.table())  # doctest: +SKIP
     """
-    if isinstance(min_iou, bool) or not isinstance(min_iou, (int, float)) or not 0.0 <= min_iou <= 1.0:
-        raise ValueError(f"min_iou must be a number in [0, 1], got {min_iou!r}")
+    min_iou = _check_fraction(min_iou, "min_iou")
+    fg_iou = _check_fraction(fg_iou, "fg_iou")
+    bg_iou = _check_fraction(bg_iou, "bg_iou")
+    if bg_iou > fg_iou:
+        raise ValueError(f"bg_iou must be <= fg_iou, got bg_iou={bg_iou} and fg_iou={fg_iou}")
     backend = resolve_backend(backend)
-    data = prepare(gt, results)
-    total = len(data.res_by_image) + len(RUNS) + 1
-    evaluator = Evaluator(backend, data)
-    runs, matched, pixels = _corrections(data, float(min_iou), progress, total)
+    data = prepare(gt, results, iou_type=iou_type, skip_degenerate=bool(skip_degenerate))
+    pixel_runs = RUNS if iou_type == "segm" else ()
+    total = (len(data.res_by_image) if pixel_runs else 0) + 1 + len(pixel_runs) + len(FIX_RUNS)
+    done = 0
 
-    altered = {run: pixels[:, k] > 0 for k, run in enumerate(ERROR_TYPES)}
-    altered["all"] = np.asarray(pixels.any(axis=1))
-    precisions: dict[str, np.ndarray] = {}
-    for k, (run, res) in enumerate((("base", data.results), *runs.items())):
-        precisions[run] = evaluator.precision(res, altered=None if run == "base" else altered[run])
+    def step(stage: str) -> None:
+        nonlocal done
+        done += 1
         if progress is not None:
-            progress("evaluation", len(data.res_by_image) + k + 1, total)
-    return _build_report(data, precisions, matched, pixels, float(min_iou), backend)
+            progress(stage, done, total)
+
+    evaluator = Evaluator(backend, data)
+    precisions: dict[str, np.ndarray] = {"base": evaluator.precision(data.results)}
+    step("evaluation")
+    n = len(data.results)
+    matched, pixels = np.zeros(n, dtype=bool), np.zeros((n, 3), dtype=np.int64)
+    if pixel_runs:
+        runs, matched, pixels = _corrections(data, min_iou, lambda *_: step("corrections"), total)
+        altered = {run: pixels[:, k] > 0 for k, run in enumerate(ERROR_TYPES)}
+        altered["all"] = np.asarray(pixels.any(axis=1))
+        for run, res in runs.items():
+            precisions[run] = evaluator.precision(res, altered=altered[run])
+            step("evaluation")
+    errors = classify(data, fg_iou=fg_iou, bg_iou=bg_iou)
+    evaluators: dict[bytes, Evaluator] = {}
+    for run in FIX_RUNS:
+        fixed = fix(data, errors, run)
+        if fixed.keep_gt is None:
+            precisions["det:" + run] = evaluator.precision(fixed.results, origin=fixed.origin)
+        else:
+            key = fixed.keep_gt.tobytes()
+            if key not in evaluators:
+                evaluators[key] = Evaluator(backend, data, keep=fixed.keep_gt)
+            precisions["det:" + run] = evaluators[key].precision(fixed.results)
+        step("evaluation")
+    return _build_report(data, precisions, matched, pixels, errors, min_iou, backend)
 
 
 def _build_report(
@@ -137,28 +195,42 @@ def _build_report(
     precisions: dict[str, np.ndarray],
     matched: np.ndarray,
     pixels: np.ndarray,
+    errors: DetectionErrors,
     min_iou: float,
     backend: str,
 ) -> SegmentationErrorReport:
+    segm = data.iou_type == "segm"
     base = ap_triple(precisions["base"])
-    fixed = {run: ap_triple(precisions[run]) for run in RUNS}
+    nan3 = (math.nan, math.nan, math.nan)
+    fixed = {run: ap_triple(precisions[run]) if segm else nan3 for run in RUNS}
     deltas = [{t: fixed[t][m] - base[m] for t in ERROR_TYPES} for m in range(3)]
+    det = {run: ap_triple(precisions["det:" + run]) for run in FIX_RUNS}
+    det_deltas = [{t: det[t][m] - base[m] for t in (*DETECTION_TYPES, *SPECIAL_TYPES)} for m in range(3)]
 
     cat_of = np.asarray([r["category_id"] for r in data.results], dtype=np.int64)
+    ann_cat = np.asarray([a["category_id"] for a in data.annotations], dtype=np.int64)
     num_gt = Counter(a["category_id"] for a in data.annotations if not a["iscrowd"])
     per_category: dict[int, CategoryErrors] = {}
     for k, cat in enumerate(data.categories):
         sel = cat_of == cat["id"]
         ap_k = mean_valid(precisions["base"][:, :, k])
+        counts = {t: int((errors.kind[sel] == code).sum()) for t, code in _FP_CODES.items()}
+        counts["missed"] = int(errors.missed[ann_cat == cat["id"]].sum())
         per_category[cat["id"]] = CategoryErrors(
             name=cat["name"],
             num_gt=num_gt[cat["id"]],
             ap=ap_k,
-            delta={t: mean_valid(precisions[t][:, :, k]) - ap_k for t in ERROR_TYPES},
-            ap_upper=mean_valid(precisions["all"][:, :, k]),
+            delta={t: (mean_valid(precisions[t][:, :, k]) if segm else math.nan) - ap_k for t in ERROR_TYPES},
+            ap_upper=mean_valid(precisions["all"][:, :, k]) if segm else math.nan,
             pixels={t: int(pixels[sel, i].sum()) for i, t in enumerate(ERROR_TYPES)},
             num_matched=int(matched[sel].sum()),
-            num_unmatched=int((~matched[sel]).sum()),
+            num_unmatched=int((~matched[sel]).sum()) if segm else 0,
+            detection={
+                t: mean_valid(precisions["det:" + t][:, :, k]) - ap_k
+                for t in (*DETECTION_TYPES, *SPECIAL_TYPES)
+            },
+            detection_counts={t: counts[t] for t in DETECTION_TYPES},
+            detection_upper=mean_valid(precisions["det:all"][:, :, k]),
         )
     return SegmentationErrorReport(
         ap=base[0],
@@ -172,8 +244,19 @@ def _build_report(
         ap75_upper=fixed["all"][2],
         pixels={t: int(pixels[:, i].sum()) for i, t in enumerate(ERROR_TYPES)},
         num_matched=int(matched.sum()),
-        num_unmatched=int((~matched).sum()),
+        num_unmatched=int((~matched).sum()) if segm else 0,
         per_category=per_category,
         min_iou=min_iou,
         backend=backend,
+        detection=det_deltas[0],
+        detection50=det_deltas[1],
+        detection75=det_deltas[2],
+        detection_upper=det["all"][0],
+        detection50_upper=det["all"][1],
+        detection75_upper=det["all"][2],
+        detection_counts=errors.counts(),
+        iou_type=data.iou_type,
+        fg_iou=errors.fg_iou,
+        bg_iou=errors.bg_iou,
+        skipped=tuple(data.skipped),
     )

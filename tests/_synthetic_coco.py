@@ -1,6 +1,6 @@
-"""Random COCO ground truth and noisy predictions, for tests and benchmarks.
+"""Random COCO ground truth and noisy predictions, for the analysis tests and benchmarks.
 
-Shape letters: H x W the image size.
+Shape letters: N masks, H x W the image size.
 """
 
 from __future__ import annotations
@@ -8,8 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
-from . import _rle
+
+def encode(masks: np.ndarray) -> list[dict[str, Any]]:
+    """Compressed RLEs (``counts`` a str) of bool masks (N, H, W)."""
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def _shape(rng: np.random.Generator, h: int, w: int, box: np.ndarray) -> np.ndarray:
@@ -78,7 +83,7 @@ def synthetic_coco(
         boxes = [_random_box(rng, h, w) for _ in range(n_gt)]
         cats = rng.integers(1, num_categories, n_gt, endpoint=True)
         masks = [_shape(rng, h, w, b) for b in boxes]
-        for box, cat, rle, m in zip(boxes, cats, _rle.encode(np.stack(masks)), masks):
+        for box, cat, rle, m in zip(boxes, cats, encode(np.stack(masks)), masks):
             gt["annotations"].append(
                 {
                     "id": len(gt["annotations"]) + 1,
@@ -102,7 +107,7 @@ def synthetic_coco(
                 box, cat = _random_box(rng, h, w), int(rng.integers(1, num_categories + 1))
             det_masks.append(_shape(rng, h, w, box))
             det_cats.append(cat)
-        for rle, cat in zip(_rle.encode(np.stack(det_masks)), det_cats):
+        for rle, cat in zip(encode(np.stack(det_masks)), det_cats):
             results.append(
                 {"image_id": image_id, "category_id": cat, "score": float(rng.random()), "segmentation": rle}
             )
