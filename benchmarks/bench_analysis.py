@@ -28,7 +28,7 @@ from densecontrast.analysis._inputs import prepare
 from densecontrast.analysis._rle import check_compressed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _synthetic_coco import synthetic_coco  # noqa: E402  (test scenes live with the tests)
+from _synthetic_coco import synthetic_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

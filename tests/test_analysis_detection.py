@@ -95,7 +95,9 @@ def test_duplicate_between_two_true_positives(backend: str) -> None:
     # duplicate gives AP_1 = 1: ΔAP = (1 - AP_1) / 2 = 25/303.
     g3 = rect(0, 4, 5, 9)
     gt = make_gt([(1, G1, 0), (2, G2, 0), (1, g3, 0)])
-    rep = analyze(gt, make_results([(1, G1, 0.9), (2, G2, 0.8), (1, G1, 0.85), (1, g3, 0.8)]), backend=backend)
+    rep = analyze(
+        gt, make_results([(1, G1, 0.9), (2, G2, 0.8), (1, G1, 0.85), (1, g3, 0.8)]), backend=backend
+    )
     assert rep.ap == approx((1 + (51 + 100 / 3) / 101) / 2)
     _only(rep, "dupe", 25 / 303)
     assert rep.detection["FalsePos"] == approx(25 / 303)

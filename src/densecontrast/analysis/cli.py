@@ -94,25 +94,32 @@ def run(args: argparse.Namespace) -> int:
         if args.per_category:
             for name, rep in reports.items():
                 print(f"\n{name}\n{rep.category_table(sort_by=args.sort_by)}")
-    try:
-        if args.json:
-            payload = first.to_dict() if len(reports) == 1 else {n: r.to_dict() for n, r in reports.items()}
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=2)
-        if args.plot:
-            if len(reports) == 1:
-                first.plot(args.plot)
-            else:
-                plot_comparison(reports, args.plot)
-        if args.plot_categories:
-            first.plot_categories(args.plot_categories, sort_by=args.sort_by or "total")
-    except OSError as err:
-        print(
-            f"densecontrast analyze: error: cannot write {err.filename or ''}: {err.strerror}",
-            file=sys.stderr,
+    writers = []
+    if args.json:
+        payload = first.to_dict() if len(reports) == 1 else {n: r.to_dict() for n, r in reports.items()}
+        writers.append((args.json, lambda path: _write_json(path, payload)))
+    if args.plot:
+        writers.append(
+            (args.plot, first.plot if len(reports) == 1 else lambda path: plot_comparison(reports, path))
         )
-        return 2
+    if args.plot_categories:
+        writers.append(
+            (args.plot_categories, lambda path: first.plot_categories(path, sort_by=args.sort_by or "total"))
+        )
+    for path, write in writers:
+        try:
+            write(path)
+        except OSError as err:
+            print(
+                f"densecontrast analyze: error: cannot write {path}: {err.strerror or err}", file=sys.stderr
+            )
+            return 2
     return 0
+
+
+def _write_json(path: str, payload: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
 
 
 def _one_line(err: Exception) -> str:
