@@ -118,14 +118,21 @@ def test_bad_inputs(feats, labels, groups, error, match) -> None:  # type: ignor
         feature_compactness(feats, labels, groups=groups)
 
 
-def test_plot_tsne_writes_a_png(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plot_tsne_one_panel_per_feature_set(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     feats, labels = _clusters(spread=0.05, n=30)
     figures = {"tight": feature_compactness(feats, labels)}
     path = tmp_path / "tsne.png"
-    plot_tsne({"tight": (feats, labels, None)}, path, max_points=60, figures=figures)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = {"tight": (feats, labels, None), "again": (feats, labels, None)}
+    fig = plot_tsne(panels, path, max_points=60, figures=figures)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["tight", "again"]
+    assert "separation" in fig.axes[0].get_title() and "\n" not in fig.axes[1].get_title()
+    # one scatter for the background, one per instance; every sampled pixel drawn once
+    n_instances = int(labels.max()) + 1
+    assert len(fig.axes[0].collections) == 1 + n_instances
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == min(60, len(labels))
+    assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="panels"):
         plot_tsne({}, tmp_path / "none.png")
 

@@ -215,7 +215,7 @@ def plot_tsne(
     max_points: int = 1500,
     seed: int = 0,
     figures: Mapping[str, FeatureCompactness] | None = None,
-) -> None:
+) -> Any:
     """Save a PNG with one t-SNE panel per feature set, pixels coloured by instance.
 
     Instances are (group, label >= 0) pairs. Without groups, the first nine instances get their own
@@ -229,6 +229,9 @@ def plot_tsne(
         max_points: pixels embedded per panel.
         seed: seed of sampling and t-SNE (the same for every panel).
         figures: title -> :class:`FeatureCompactness`, printed under the panel's title when given.
+
+    Returns:
+        The matplotlib ``Figure``.
     """
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay untouched
@@ -271,3 +274,4 @@ def plot_tsne(
     fig.suptitle("t-SNE of the mask head's pixel features (cosine)", fontsize=12)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=110)
+    return fig
