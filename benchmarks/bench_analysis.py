@@ -6,7 +6,10 @@
 - ``plain``: the textbook evaluation: COCO ground truth from the dict, ``loadRes``, ``COCOeval`` with its
   default parameters, ``evaluate()`` + ``accumulate()``;
 - ``evaluate_segm_ap``: densecontrast's validated AP (area "all", 100 detections only);
-- ``analyze``: the full analysis (validation, matching, corrections, 5 evaluations);
+- ``analyze``: the full report (validation; detection errors: COCO matching, classification, 9 oracle
+  evaluations; pixel errors: matching, corrections, 4 evaluations; 1 base evaluation);
+- ``analyze_pixels``: the pixel errors only (``detection=False``: validation, matching, corrections,
+  5 evaluations), the analysis as it was before the detection errors;
 - ``check_masks``: the part of the validation that decodes every result's compressed RLE to check that
   its counts sum to H * W (vectorised over all results at once).
 
@@ -94,6 +97,19 @@ def test_analyze(benchmark, request, data, backend: str) -> None:
         iterations=1,
     )
     assert report.num_matched > 0
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
+def test_analyze_pixels(benchmark, request, data, backend: str) -> None:
+    gt, results = data
+    report = benchmark.pedantic(
+        analyze,
+        args=(gt, results),
+        kwargs={"backend": backend, "detection": False},
+        rounds=request.config.getoption("--analysis-rounds"),
+        iterations=1,
+    )
+    assert report.num_matched > 0 and not report.detection
 
 
 def test_check_masks(benchmark, request, data) -> None:

@@ -250,3 +250,17 @@ def _close(a, b) -> bool:
         return True
     assert a == b
     return True
+
+
+def test_pixel_errors_alone_give_the_same_pixel_numbers(synthetic) -> None:
+    gt, results = synthetic
+    full = analyze(gt, results, backend="pycocotools")
+    pixels = analyze(gt, results, backend="pycocotools", detection=False)
+    assert (pixels.ap, pixels.delta, pixels.ap_upper, pixels.pixels) == (
+        full.ap,
+        full.delta,
+        full.ap_upper,
+        full.pixels,
+    )
+    assert pixels.detection == {} and pixels.detection_counts == {} and math.isnan(pixels.detection_upper)
+    assert "detection errors" not in pixels.table() and "detection errors" in full.table()

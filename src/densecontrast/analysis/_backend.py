@@ -89,7 +89,7 @@ def _faster_eval_class() -> type:
                 self.dt_dataset.append_ref(dt["image_id"], dt["category_id"], dt)
             if hasattr(base, "_nonempty_iou_pairs"):
                 # results may have moved to another category: the pairs with results are taken afresh
-                gt_pairs = {(g["image_id"], g["category_id"]) for g in self.cocoGt.dataset["annotations"]}
+                gt_pairs = base.gt_pairs
                 self._nonempty_iou_pairs = gt_pairs & {(d["image_id"], d["category_id"]) for d in dts}
 
     return ReusingEval
@@ -206,6 +206,7 @@ class Evaluator:
             ev.evaluate()
             ev.accumulate()
         if origin is None:
+            ev.gt_pairs = {(g["image_id"], g["category_id"]) for g in self.gt.dataset["annotations"]}
             self._base = ev
             self._base_results = anns
             reusable = self.backend == "faster-coco-eval" and _reusable(ev) and all("rle" in a for a in anns)

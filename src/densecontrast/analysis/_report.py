@@ -247,11 +247,14 @@ class SegmentationErrorReport:
             sort_by: see :meth:`categories_by_cost` (e.g. "missed", "FN", "total").
         """
         cols = self._columns()
-        lines = [f"{'category':<20}{'#gt':>6}{'AP':>7}" + "".join(f"{'Δ' + _short(t):>7}" for t in cols)]
+        widths = [_width("Δ" + t, 7) for t in cols]
+        lines = [
+            f"{'category':<20}{'#gt':>6}{'AP':>7}" + "".join(f"{'Δ' + t:>{w}}" for t, w in zip(cols, widths))
+        ]
         for _, c in self.categories_by_cost(sort_by):
             lines.append(
                 f"{c.name[:19]:<20}{c.num_gt:>6}{_pct(c.ap):>7}"
-                + "".join(f"{_pct(c.cost(t)):>7}" for t in cols)
+                + "".join(f"{_pct(c.cost(t)):>{w}}" for t, w in zip(cols, widths))
             )
         return "\n".join(lines)
 
@@ -295,7 +298,7 @@ class SegmentationErrorReport:
         for ax, t in zip(axes, cols):
             vals = [100 * c.cost(t) for _, c in items][::-1]
             ax.barh(range(len(items)), [0.0 if math.isnan(v) else v for v in vals], color=_colour(t))
-            ax.set_title(f"Δ{_short(t)}", fontsize=9)
+            ax.set_title(f"Δ{t}", fontsize=9)
             ax.axvline(0, color="black", linewidth=0.6)
             ax.tick_params(labelsize=7)
         axes[0].set_yticks(range(len(items)), names)
@@ -324,8 +327,8 @@ def _check_reports(reports: Mapping[str, SegmentationErrorReport]) -> None:
             raise TypeError(f"reports[{name!r}] must be a SegmentationErrorReport, got {type(rep).__name__}")
 
 
-def _short(error: str) -> str:
-    return {"FalsePos": "FP", "FalseNeg": "FN*", "missed": "miss"}.get(error, error)
+def _width(label: str, least: int) -> int:
+    return max(least, len(label) + 1)
 
 
 def _colour(error: str) -> str:
@@ -381,12 +384,14 @@ def compare_table(reports: Mapping[str, SegmentationErrorReport]) -> str:
     _check_reports(reports)
     det, pix = _shared_columns(reports)
     width = max(12, *(len(n) for n in reports)) + 2
-    lines = [f"{'name':<{width}}{'AP':>6}" + "".join(f"{'ΔAP_' + _short(t):>9}" for t in (*det, *pix))]
+    widths = [_width("ΔAP_" + t, 9) for t in (*det, *pix)]
+    lines = [
+        f"{'name':<{width}}{'AP':>6}" + "".join(f"{'ΔAP_' + t:>{w}}" for t, w in zip((*det, *pix), widths))
+    ]
     for name, rep in reports.items():
+        values = [rep.detection[t] for t in det] + [rep.delta[t] for t in pix]
         lines.append(
-            f"{name:<{width}}{_pct(rep.ap):>6}"
-            + "".join(f"{_pct(rep.detection[t]):>9}" for t in det)
-            + "".join(f"{_pct(rep.delta[t]):>9}" for t in pix)
+            f"{name:<{width}}{_pct(rep.ap):>6}" + "".join(f"{_pct(v):>{w}}" for v, w in zip(values, widths))
         )
     return "\n".join(lines)
 
@@ -427,7 +432,7 @@ def plot_comparison(
             colour = None if name else [_colour(t) for t in types]
             bars = ax.bar(xs, vals, width=bar_w * 0.95, label=label, color=colour)
             ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, padding=2)
-        ax.set_xticks(range(len(types)), [_short(t) for t in types], fontsize=8)
+        ax.set_xticks(range(len(types)), list(types), fontsize=8, rotation=30 if len(types) > 3 else 0)
         ax.set_title("detection errors" if attr == "detection" else "pixel errors", fontsize=9)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.margins(y=0.15)
