@@ -235,12 +235,9 @@ def _build_report(
             pixels={t: int(pixels[sel, i].sum()) for i, t in enumerate(ERROR_TYPES)},
             num_matched=int(matched[sel].sum()),
             num_unmatched=int((~matched[sel]).sum()) if segm else 0,
-            detection={
-                t: mean_valid(precisions["det:" + t][:, :, k]) - ap_k
-                for t in (*DETECTION_TYPES, *SPECIAL_TYPES)
-            },
-            detection_counts={t: counts[t] for t in DETECTION_TYPES},
-            detection_upper=mean_valid(precisions["det:all"][:, :, k]),
+            detection={t: mean_valid(precisions["det:" + t][:, :, k]) - ap_k for t in det_types},
+            detection_counts={t: counts[t] for t in DETECTION_TYPES if t in counts},
+            detection_upper=mean_valid(precisions["det:all"][:, :, k]) if "all" in det else math.nan,
         )
     return SegmentationErrorReport(
         ap=base[0],
