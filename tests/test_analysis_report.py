@@ -123,7 +123,7 @@ def test_category_plot_has_a_panel_per_type_and_a_bar_per_category(reports) -> N
     rep = reports["base"]
     fig = rep.plot_categories(sort_by="FN", top=3)
     assert len(fig.axes) == 8 + 3
-    order = [c.name for _, c in rep.categories_by_cost("FN")][:3]
+    order = [f"{c.name} (AP {_pct(c.ap)})" for _, c in rep.categories_by_cost("FN")][:3]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == order[::-1]  # costliest on top
     fn_ax = fig.axes[-1]
     assert fn_ax.get_title() == "ΔFN" and len(fn_ax.patches) == 3

@@ -277,7 +277,7 @@ class SegmentationErrorReport:
         sort_by: str | None = "total",
         top: int | None = None,
     ) -> Any:
-        """Horizontal bars of ΔAP per category, one panel per error type, categories sorted by cost.
+        """Horizontal bars of ΔAP per category, one panel per error type (one scale), sorted by cost.
 
         Args:
             path: the image file to write, or None.
@@ -291,10 +291,10 @@ class SegmentationErrorReport:
         items = self.categories_by_cost(sort_by)[:top]
         cols = self._columns()
         fig = figure_cls(
-            figsize=(1.2 + 1.6 * len(cols), 1.2 + 0.28 * max(1, len(items))), layout="constrained"
+            figsize=(2.0 + 1.2 * len(cols), 1.6 + 0.3 * max(1, len(items))), layout="constrained"
         )
-        axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
-        names = [c.name for _, c in items][::-1]
+        axes = fig.subplots(1, len(cols), sharex=True, sharey=True, squeeze=False)[0]
+        names = [f"{c.name} (AP {_pct(c.ap)})" for _, c in items][::-1]
         for ax, t in zip(axes, cols):
             vals = [100 * c.cost(t) for _, c in items][::-1]
             ax.barh(range(len(items)), [0.0 if math.isnan(v) else v for v in vals], color=_colour(t))
