@@ -1,5 +1,5 @@
 """The ``densecontrast`` command line: ``demo`` (train Mask R-CNN with and without the loss) and
-``analyze`` (segmentation-error analysis of COCO-format results).
+``analyze`` (error analysis of COCO-format results: detection and pixel errors).
 
 Each subcommand imports its optional dependencies only when it runs, so ``densecontrast --help`` works
 with the core install alone; a missing one stops the subcommand before it does any work, with exit status 2
@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     ),
     "analyze": (
         "densecontrast.analysis.cli",
-        "segmentation-error analysis (fFP, bFP, FN as ΔAP)",
+        "error analysis: detection errors (TIDE) and pixel errors (fFP, bFP, FN) as ΔAP",
         "analysis",
         ("numpy", "pycocotools"),
     ),
