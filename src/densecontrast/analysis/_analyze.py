@@ -157,8 +157,12 @@ def analyze(
     backend = resolve_backend(backend)
     data = prepare(gt, results, iou_type=iou_type, skip_degenerate=bool(skip_degenerate))
     pixel_runs = RUNS if iou_type == "segm" else ()
-    fix_runs = FIX_RUNS if detection else ()
-    total = (len(data.res_by_image) if pixel_runs else 0) + 1 + len(pixel_runs) + len(fix_runs)
+    total = (
+        (len(data.res_by_image) if pixel_runs else 0)
+        + 1
+        + len(pixel_runs)
+        + (len(FIX_RUNS) if detection else 0)
+    )
     done = 0
 
     def step(stage: str) -> None:
@@ -179,19 +183,20 @@ def analyze(
         for run, res in runs.items():
             precisions[run] = evaluator.precision(res, altered=altered[run])
             step("evaluation")
-    errors = classify(data, fg_iou=fg_iou, bg_iou=bg_iou) if detection else None
-    evaluators: dict[bytes, Evaluator] = {}
-    for run in fix_runs:
-        assert errors is not None
-        fixed = fix(data, errors, run)
-        if fixed.keep_gt is None:
-            precisions["det:" + run] = evaluator.precision(fixed.results, origin=fixed.origin)
-        else:
-            key = fixed.keep_gt.tobytes()
-            if key not in evaluators:
-                evaluators[key] = Evaluator(backend, data, keep=fixed.keep_gt)
-            precisions["det:" + run] = evaluators[key].precision(fixed.results)
-        step("evaluation")
+    errors: DetectionErrors | None = None
+    if detection:
+        errors = classify(data, fg_iou=fg_iou, bg_iou=bg_iou)
+        evaluators: dict[bytes, Evaluator] = {}  # one per ground-truth subset (missed, FalseNeg, all)
+        for run in FIX_RUNS:
+            fixed = fix(data, errors, run)
+            if fixed.keep_gt is None:
+                precisions["det:" + run] = evaluator.precision(fixed.results, origin=fixed.origin)
+            else:
+                key = fixed.keep_gt.tobytes()
+                if key not in evaluators:
+                    evaluators[key] = Evaluator(backend, data, keep=fixed.keep_gt)
+                precisions["det:" + run] = evaluators[key].precision(fixed.results)
+            step("evaluation")
     return _build_report(data, precisions, matched, pixels, errors, min_iou, backend, fg_iou, bg_iou)
 
 
