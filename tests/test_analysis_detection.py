@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from _coco_cases import BACKENDS, approx, make_gt, make_results, plain_coco_ap, rect
 from _synthetic_coco import synthetic_coco
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from densecontrast.analysis import analyze
 from densecontrast.analysis._detection import FIX_RUNS, classify, coco_match, fix
@@ -237,3 +239,61 @@ def test_fixing_the_six_types_at_once_gives_ap50_one(synthetic, backend: str) ->
         rep = analyze(gt, results, backend=backend, iou_type=iou_type)
         assert rep.detection50_upper == approx(1.0)
         assert all(c.detection_upper <= 1 for c in rep.per_category.values())
+
+
+# ---------------------------------------------------------------- the rules against a plain reference
+
+
+def _box_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two [x, y, w, h] boxes in float64, written out."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+_box = st.tuples(st.integers(0, 12), st.integers(0, 12), st.integers(1, 8), st.integers(1, 8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gts=st.lists(st.tuples(_box, st.integers(1, 2)), max_size=5),
+    dts=st.lists(st.tuples(_box, st.integers(1, 2)), min_size=1, max_size=7),
+    fg=st.sampled_from([0.3, 0.5, 0.7]),
+)
+def test_types_follow_the_rules(gts, dts, fg) -> None:
+    """Every false positive gets the type its best-overlapping object dictates; every unmatched object not
+    pointed at by a cls or loc error is missed; each result has one kind."""
+    gt = {
+        "images": [{"id": 1, "height": 20, "width": 20}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [{"id": k + 1, "image_id": 1, "category_id": c, "bbox": list(map(float, b)),
+                         "area": float(b[2] * b[3]), "iscrowd": 0} for k, (b, c) in enumerate(gts)],
+    }  # fmt: skip
+    res = [{"image_id": 1, "category_id": c, "bbox": list(map(float, b)), "score": 1.0 - 0.1 * i}
+           for i, (b, c) in enumerate(dts)]  # fmt: skip
+    err = classify(prepare(gt, res, iou_type="bbox"), fg_iou=fg, bg_iou=0.1)
+    names = {2: "cls", 3: "loc", 4: "both", 5: "dupe", 6: "bkg"}
+    pointed = set()
+    for i, r in enumerate(res):
+        if err.kind[i] == 0:  # a true positive: an object of its category with IoU >= fg
+            g = gt["annotations"][err.target[i]]
+            assert g["category_id"] == r["category_id"] and _box_iou(r["bbox"], g["bbox"]) >= fg - 1e-12
+            continue
+        ious = [_box_iou(r["bbox"], a["bbox"]) for a in gt["annotations"]]
+        best = int(np.argmax(ious)) if ious else -1
+        top = ious[best] if ious else 0.0
+        same = best >= 0 and gt["annotations"][best]["category_id"] == r["category_id"]
+        if top < 0.1:
+            expected = "bkg"
+        elif top >= fg:
+            expected = "dupe" if same else "cls"
+        else:
+            expected = "loc" if same else "both"
+        assert names[int(err.kind[i])] == expected, (i, ious)
+        if expected in ("cls", "loc"):
+            pointed.add(best)
+        assert err.target[i] == (best if expected != "bkg" else -1)
+    for j in range(len(gts)):
+        assert err.missed[j] == (not err.matched_gt[j] and j not in pointed)
