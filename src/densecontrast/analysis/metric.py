@@ -41,9 +41,13 @@ class ErrorAnalysis:
         iou_type: "segm" (masks: detection and pixel errors) or "bbox" (boxes: detection errors).
         categories: category id -> name; by default every label seen, named by its id.
         mask_threshold: a predicted mask pixel is in the mask when its value is greater than this.
-        min_iou, fg_iou, bg_iou, backend: passed on to :func:`~densecontrast.analysis.analyze`.
+        min_iou: the pixel analysis' matching threshold (see :func:`~densecontrast.analysis.analyze`).
+        fg_iou: the detection errors' foreground threshold.
+        bg_iou: the detection errors' background threshold.
+        backend: the COCO evaluator, "auto", "pycocotools" or "faster-coco-eval".
         sync: gather the states of every process of the default ``torch.distributed`` group in
-            :meth:`compute` when one is initialised (each rank then returns the same report).
+            :meth:`compute` when one is initialised (each rank then returns the same report; with NCCL,
+            set each rank's CUDA device first, as ``all_gather_object`` requires).
 
     Examples:
         >>> import torch
