@@ -31,7 +31,7 @@ from ._validation import (
 )
 from .gather import _GatherPassthrough, _GatherRows
 from .infonce import _info_nce
-from .projection import ProjectionHead
+from .projection import ProjectionHead, _is_plain_head
 from .sampling import PixelSamples, _no_rois_can_be_valid, _sample, check_mask_values
 
 DEFAULT_K = 32
@@ -117,12 +117,11 @@ def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
     if projector is None:
         return rows
     if (
-        isinstance(projector, ProjectionHead)
-        and type(projector).forward is ProjectionHead.forward
+        rows.dtype != torch.float64  # no fast float64 convolution on the CPU
         and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
-        and rows.dtype != torch.float64  # no fast float64 convolution on the CPU
+        and _is_plain_head(projector)  # hooks, patched forwards and reparametrisations go through __call__
     ):
-        return projector._forward_channels_first(rows)
+        return projector._forward_channels_first(rows)  # type: ignore[operator]
     out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
     return out.transpose(1, 2)
 
@@ -359,7 +358,8 @@ class DenseContrastiveLoss(nn.Module):
             similarity learnable (the paper's default).
         proj_channels: D, the projected dimension of that head.
         projector: instead of ``in_channels``, any module mapping (..., C) to (..., D), applied to the
-            sampled pixels only.
+            sampled pixels only. It is called like any module: its hooks, a patched ``forward``,
+            ``torch.nn.utils.prune`` and parametrizations all apply.
         replacement: sample with replacement (the released code) instead of without (the paper).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
