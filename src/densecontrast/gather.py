@@ -13,6 +13,7 @@ alike, and what the projection's 1x1 convolutions read. The public functions ret
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -79,8 +80,10 @@ class _GatherPassthrough(torch.autograd.Function):
     The backward adds the rows' gradient into the gradient that arrives for the passed-through feats,
     in place, instead of allocating a second dense gradient of the size of feats and summing the two.
     Contract: the passed-through tensor feeds exactly one operation whose backward returns a fresh
-    gradient tensor of its own (a convolution does); callers that cannot promise this use
-    :func:`gather_pixels`.
+    gradient tensor of its own (a convolution does). Nothing can check this: an addition, for one, hands
+    the same gradient tensor to both operands, and the in-place add would corrupt the other operand's
+    gradient. So it stays private, used only by :meth:`DenseContrastiveLoss.forward_passthrough`, whose
+    documented caller (the torchvision adapter) feeds the features to one convolution.
     """
 
     @staticmethod
@@ -158,28 +161,25 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
 
 
 def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """Gather like :func:`gather_pixels`, and pass ``feats`` through for the layer that reads it next.
+    """Deprecated: ``(feats, gather_pixels(feats, index))``, with a ``FutureWarning``.
 
-    For adapters: when the RoI features feed both the mask head's next layer and the loss, routing the
-    layer's input through the first output lets the backward add the loss's gradient into the layer's
-    input gradient in place, so training holds one dense gradient of ``feats`` instead of two.
-    The first output must feed exactly one operation whose backward returns a fresh gradient (such as a
-    convolution); otherwise use :func:`gather_pixels`.
+    It used to route ``feats`` through an autograd node that adds the gathered rows' gradient into the
+    next layer's input gradient in place; that returns wrong gradients when the passed-through tensor
+    feeds an addition (a residual connection, say), and nothing can detect it. It now returns ``feats``
+    itself, which autograd differentiates correctly in any graph. The memory saving lives on behind
+    :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`, where its use is controlled.
 
     Args:
         feats: float tensor (R, C, H, W).
         index: int64 tensor (R, N).
 
     Returns:
-        ``(feats_out, rows)``: feats_out (R, C, H, W) equal to feats, rows float tensor (R, N, C).
-
-    Examples:
-        >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2).requires_grad_()
-        >>> out, rows = gather_pixels_passthrough(feats, torch.tensor([[3]]))
-        >>> (out * 2).sum().add(rows.sum()).backward()
-        >>> feats.grad.flatten().tolist()
-        [2.0, 2.0, 2.0, 3.0, 2.0, 2.0, 2.0, 3.0]
+        ``(feats, rows)``: ``feats`` itself and rows float tensor (R, N, C), as :func:`gather_pixels`.
     """
-    _check_gather_args(feats, index)
-    feats_out, rows = _GatherPassthrough.apply(feats, index, None)
-    return feats_out, rows.transpose(1, 2)
+    warnings.warn(
+        "gather_pixels_passthrough is deprecated and will be removed: use feats and gather_pixels(feats, "
+        "index) (what it now returns), or DenseContrastiveLoss.forward_passthrough for the loss",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return feats, gather_pixels(feats, index)
