@@ -27,7 +27,11 @@ def test_matches_float64_reference(reduction: str, learnable: bool) -> None:
     masks[1] = False  # one invalid RoI
     torch.manual_seed(0)
     crit = DenseContrastiveLoss(
-        k=3, tau=0.1, in_channels=6 if learnable else None, proj_channels=5, reduction=reduction
+        k=3,
+        tau=0.1,
+        in_channels=6 if learnable else None,
+        proj_channels=5 if learnable else None,
+        reduction=reduction,
     )
     crit = crit.double()
     samples = sample_pixels(masks, 3, generator=torch.Generator().manual_seed(1))
@@ -282,6 +286,24 @@ def test_bad_inputs(feats: object, masks: object, error: type[Exception], match:
 def test_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         DenseContrastiveLoss(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"proj_channels": 64}, r"proj_channels=64 was given without in_channels.*pass in_channels=C"),
+        (
+            {"proj_channels": 64, "projector": nn.Linear(8, 4)},
+            r"proj_channels=64 was given with projector=Linear, whose output size is its own",
+        ),
+    ],
+    ids=["no_in_channels", "with_projector"],
+)
+def test_proj_channels_is_never_ignored(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DenseContrastiveLoss(**kwargs)
+    assert DenseContrastiveLoss(in_channels=8).projector.out_channels == 256  # the default
+    assert DenseContrastiveLoss(in_channels=8, proj_channels=64).projector.out_channels == 64
 
 
 def test_bad_samples() -> None:

@@ -40,7 +40,11 @@ def test_gradient_penalty_matches_plain_autograd(reduction: str, learnable: bool
     masks[2] = False  # one invalid RoI
     torch.manual_seed(0)
     crit = DenseContrastiveLoss(
-        k=2, tau=0.3, in_channels=5 if learnable else None, proj_channels=4, reduction=reduction
+        k=2,
+        tau=0.3,
+        in_channels=5 if learnable else None,
+        proj_channels=4 if learnable else None,
+        reduction=reduction,
     ).double()
     samples = sample_pixels(masks, 2, generator=torch.Generator().manual_seed(1))
     params = list(crit.parameters())

@@ -38,6 +38,8 @@ DEFAULT_K = 32
 """Samples per set (anchors, positives, negatives): the paper's ablation (Table 3)."""
 DEFAULT_TAU = 0.07
 """Temperature: the paper's ablation (Table 4) and the released code."""
+DEFAULT_PROJ_CHANNELS = 256
+"""Projected dimension D of the default head: the mask head's 256 channels, as the released code."""
 
 
 def _check_inputs(feats: object, masks: object, projector: nn.Module | None) -> tuple[Tensor, Tensor]:
@@ -356,7 +358,8 @@ class DenseContrastiveLoss(nn.Module):
         tau: temperature. Default 0.07.
         in_channels: C. When given, a :class:`ProjectionHead` (C -> C -> ``proj_channels``) makes the
             similarity learnable (the paper's default).
-        proj_channels: D, the projected dimension of that head.
+        proj_channels: D, the projected dimension of that head; default 256. Only with ``in_channels``
+            (a ``projector=`` module has its own output size).
         projector: instead of ``in_channels``, any module mapping (..., C) to (..., D), applied to the
             sampled pixels only. It is called like any module: its hooks, a patched ``forward``,
             ``torch.nn.utils.prune`` and parametrizations all apply.
@@ -394,7 +397,7 @@ class DenseContrastiveLoss(nn.Module):
         tau: float = DEFAULT_TAU,
         *,
         in_channels: int | None = None,
-        proj_channels: int = 256,
+        proj_channels: int | None = None,
         projector: nn.Module | None = None,
         replacement: bool = False,
         reduction: str = "mean",
@@ -410,8 +413,19 @@ class DenseContrastiveLoss(nn.Module):
                 "pass either in_channels (a ProjectionHead is built) or projector (your own module), "
                 f"not both; got in_channels={in_channels!r} and projector={type(projector).__name__}"
             )
+        if proj_channels is not None and in_channels is None:
+            with_what = (
+                f"with projector={type(projector).__name__}, whose output size is its own"
+                if projector is not None
+                else "without in_channels, so no projection head is built and the similarity would be cosine"
+            )
+            raise ValueError(
+                f"proj_channels={proj_channels!r} was given {with_what}; pass in_channels=C as well to "
+                "build a ProjectionHead C -> C -> proj_channels, or leave proj_channels out"
+            )
         if in_channels is not None:
-            projector = ProjectionHead(in_channels, out_channels=proj_channels)
+            out = DEFAULT_PROJ_CHANNELS if proj_channels is None else proj_channels
+            projector = ProjectionHead(in_channels, out_channels=out)
         self.projector = projector
 
     def forward(
