@@ -16,6 +16,8 @@ the pairs instead of averaging (a factor :math:`K^2` that the loss weight absorb
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -140,11 +142,11 @@ def _dense_contrastive(
     samples: PixelSamples | None,
     generator: torch.Generator | None,
     passthrough: bool,
-) -> tuple[Tensor, Tensor]:
-    """The loss's kernel (arguments already checked): ``(feats_out, loss)``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The loss's kernel (arguments already checked): ``(feats_out, loss, valid)``.
 
     ``feats_out`` is ``feats`` itself, or its pass-through for
-    :meth:`DenseContrastiveLoss.forward_passthrough`.
+    :meth:`DenseContrastiveLoss.forward_passthrough`; ``valid`` (R,) bool says which RoIs counted.
     """
     r, _, h, w = feats.shape
     if samples is None:
@@ -161,12 +163,13 @@ def _dense_contrastive(
         feats_out, rows = _GatherPassthrough.apply(feats, index, valid)
     else:
         feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
-    return feats_out, _info_nce(_project(rows, projector), valid, num_anchors, num_positives, tau, reduction)
+    loss = _info_nce(_project(rows, projector), valid, num_anchors, num_positives, tau, reduction)
+    return feats_out, loss, valid
 
 
 def _no_valid_roi(
     feats: Tensor, tau: float, projector: nn.Module | None, reduction: str, passthrough: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """The zero of a batch where the grid is too small for any valid RoI, still in the graph.
 
     It never allocates anything of size K (k may be far above H*W) and reaches feats and every
@@ -184,7 +187,7 @@ def _no_valid_roi(
             feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
         else:
             feats_out, rows = apply(feats, index, valid)
-    return feats_out, _info_nce(_project(rows, projector), valid, 1, 1, tau, reduction)
+    return feats_out, _info_nce(_project(rows, projector), valid, 1, 1, tau, reduction), valid
 
 
 def dense_contrastive_loss(
@@ -233,7 +236,7 @@ def dense_contrastive_loss(
     tau = check_tau(tau)
     reduction = check_reduction(reduction)
     samples = _checked_samples_or_masks(samples, feats, masks)
-    _, loss = _dense_contrastive(
+    _, loss, _ = _dense_contrastive(
         feats,
         masks,
         k=k,
@@ -369,6 +372,18 @@ class DenseContrastiveLoss(nn.Module):
     Attributes:
         k, tau, replacement, reduction: as given.
         projector: the projection module, or None (cosine similarity).
+        last_valid_rois: how many RoIs contributed to the last call (:meth:`forward` or
+            :meth:`forward_passthrough`): a detached 0-dim int64 tensor on the features' device, None
+            before the first call. Reading it as a number (``int(...)``) synchronises with an
+            accelerator; logging the tensor does not.
+
+    No silent zero: when a call in training mode has RoIs but none of them is valid (each needs ``k``
+    instance pixels and ``k`` other pixels, more than ``k`` with ``replacement=True``), the loss is a
+    zero that trains nothing, and the module warns once (a ``UserWarning``, once per instance) saying
+    what to change. On the CPU the check reads the count at once; on CUDA it reads it without blocking,
+    once the device has finished that call, so the warning comes a call or more later, and calls still
+    in flight are skipped. It does not run inside ``torch.compile`` or on other devices; read
+    ``last_valid_rois`` there.
 
     Shape:
         - feats: (R, C, H, W), floating
@@ -480,7 +495,7 @@ class DenseContrastiveLoss(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Check the inputs once, then ``(feats or feats_out, loss)`` with this module's settings."""
         feats, masks = _check_inputs(feats, masks, self.projector)
-        return _dense_contrastive(
+        feats_out, loss, valid = _dense_contrastive(
             feats,
             masks,
             k=self.k,
@@ -492,6 +507,65 @@ class DenseContrastiveLoss(nn.Module):
             generator=generator,
             passthrough=passthrough,
         )
+        self._count_valid(valid, tuple(feats.shape))
+        return feats_out, loss
+
+    # --- how many RoIs contributed, and the warning when none did ------------------------------------------
+
+    last_valid_rois: Tensor | None = None
+    _warned_no_valid_roi: bool = False
+    _pending_count: tuple[Tensor, torch.cuda.Event, tuple[int, ...]] | None = None
+    _host_count: Tensor | None = None
+
+    def _count_valid(self, valid: Tensor, feats_shape: tuple[int, ...]) -> None:
+        """Keep the number of valid RoIs; in training, warn once when RoIs came but none was valid."""
+        count = valid.sum()  # int64 on the features' device: no host round trip
+        self.last_valid_rois = count
+        if not self.training or self._warned_no_valid_roi or torch.compiler.is_compiling():
+            return
+        if count.device.type == "cpu":
+            if feats_shape[0] > 0 and int(count) == 0:
+                self._warn_no_valid_roi(feats_shape)
+        elif count.device.type == "cuda":
+            self._read_pending_count()
+            if self._pending_count is None and feats_shape[0] > 0:
+                # Copy into pinned host memory without blocking; a later call reads it once it landed.
+                if self._host_count is None:
+                    self._host_count = torch.empty((), dtype=torch.int64, pin_memory=True)
+                self._host_count.copy_(count, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                self._pending_count = (self._host_count, done, feats_shape)
+
+    def _read_pending_count(self) -> None:
+        """Read the count copied by an earlier CUDA call if the device has finished it (never waits)."""
+        if self._pending_count is None or not self._pending_count[1].query():
+            return
+        host, _, feats_shape = self._pending_count
+        self._pending_count = None
+        if int(host) == 0:
+            self._warn_no_valid_roi(feats_shape)
+
+    def _warn_no_valid_roi(self, feats_shape: tuple[int, ...]) -> None:
+        self._warned_no_valid_roi = True
+        r, _, h, w = feats_shape
+        need = f"more than k={self.k}" if self.replacement else f"at least k={self.k}"
+        warnings.warn(
+            f"DenseContrastiveLoss: none of the {r} RoIs of a training call was valid, so the loss was "
+            f"a zero that trains nothing. A valid RoI needs {need} instance pixels and as many other "
+            f"pixels on its {h} x {w} grid. Lower k, give the RoIs more context (the adapters' margin), "
+            "or check that the objects cover enough of the grid; last_valid_rois counts the valid RoIs "
+            "of each call. "
+            "(This warning is shown once per loss.)",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_pending_count", None)  # a CUDA event cannot be copied or pickled
+        state.pop("_host_count", None)
+        return state
 
     def extra_repr(self) -> str:
         similarity = "cosine" if self.projector is None else "projector"
