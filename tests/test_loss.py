@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 from _reference import autograd_loss, reference_loss
+from _released import ReleasedDenseContrastiveLoss
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from densecontrast import DenseContrastiveLoss, PixelSamples, dense_contrastive_loss, sample_pixels
-from densecontrast._released import ReleasedDenseContrastiveLoss
 
 
 def make_batch(r: int = 5, c: int = 6, h: int = 8, w: int = 8, seed: int = 0, dtype=torch.float64):
@@ -80,6 +80,14 @@ def test_matches_released_algorithm_with_identical_samples() -> None:
     samples = sample_pixels(masks, 4, replacement=True, generator=torch.Generator().manual_seed(2))
     expected = released(feats, masks, samples=samples[:3])
     torch.testing.assert_close(ours(feats, masks, samples=samples), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_released_algorithm_is_test_only_code() -> None:
+    """The port of the released algorithm is a yardstick for tests and benchmarks, not part of the package."""
+    import importlib.util
+
+    assert importlib.util.find_spec("densecontrast._released") is None
+    assert ReleasedDenseContrastiveLoss.__module__ == "_released"  # tests/_released.py
 
 
 def test_gradcheck_whole_loss() -> None:
