@@ -163,11 +163,12 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
 def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     """Deprecated: ``(feats, gather_pixels(feats, index))``, with a ``FutureWarning``.
 
-    It used to route ``feats`` through an autograd node that adds the gathered rows' gradient into the
-    next layer's input gradient in place; that returns wrong gradients when the passed-through tensor
-    feeds an addition (a residual connection, say), and nothing can detect it. It now returns ``feats``
-    itself, which autograd differentiates correctly in any graph. The memory saving lives on behind
-    :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`, where its use is controlled.
+    It returns ``feats`` itself, which autograd differentiates correctly in any graph. Adding the rows'
+    gradient into the next layer's input gradient in place (which saves one dense gradient) cannot be
+    offered as a public function: when the passed-through tensor feeds an addition (a residual
+    connection, say), the other operand's gradient would be corrupted, and nothing can detect it. That
+    saving lives behind :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`, where its use
+    is controlled.
 
     Args:
         feats: float tensor (R, C, H, W).
@@ -178,7 +179,7 @@ def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Ten
     """
     warnings.warn(
         "gather_pixels_passthrough is deprecated and will be removed: use feats and gather_pixels(feats, "
-        "index) (what it now returns), or DenseContrastiveLoss.forward_passthrough for the loss",
+        "index) (what it returns), or DenseContrastiveLoss.forward_passthrough for the loss",
         FutureWarning,
         stacklevel=2,
     )
