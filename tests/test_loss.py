@@ -104,6 +104,7 @@ def test_gradcheck_whole_loss() -> None:
     assert torch.autograd.gradcheck(fn, (feats, *[p.detach().requires_grad_() for p in params]))
 
 
+@pytest.mark.filterwarnings("ignore:DenseContrastiveLoss. none of the:UserWarning")
 @pytest.mark.parametrize("case", ["no_rois", "all_invalid"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_empty_and_all_invalid_give_zero_in_graph(case: str, reduction: str) -> None:
@@ -378,6 +379,7 @@ def test_warns_once_when_a_training_call_has_no_valid_roi(replacement: bool) -> 
     crit.train()
     caught = _warnings_of(lambda: crit(feats, empty))
     assert len(caught) == 1 and caught[0].category is UserWarning
+    assert caught[0].filename == __file__  # attributed to the caller's line, not to the loss
     need = "more than k=4" if replacement else "at least k=4"
     message = str(caught[0].message)
     assert "none of the 5 RoIs" in message and need in message and "8 x 8 grid" in message

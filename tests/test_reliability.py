@@ -125,6 +125,7 @@ def test_loss_from_rows_zeroes_rows_of_invalid_rois() -> None:
 # --- 3. Zero-size grids -----------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:DenseContrastiveLoss. none of the:UserWarning")
 @pytest.mark.parametrize(("h", "w"), [(0, 5), (5, 0), (0, 0)])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_zero_size_grid_gives_zero_in_graph(h: int, w: int, reduction: str) -> None:
@@ -235,6 +236,7 @@ def test_smallest_allowed_tau_gives_a_finite_loss() -> None:
     assert torch.isfinite(loss) and torch.isfinite(feats.grad).all()
 
 
+@pytest.mark.filterwarnings("ignore:DenseContrastiveLoss. none of the:UserWarning")
 @pytest.mark.parametrize("replacement", [False, True])
 def test_k_far_above_the_grid_exits_early(replacement: bool) -> None:
     k = 2**40  # R x 3 x K int64 would be petabytes

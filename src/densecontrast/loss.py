@@ -16,6 +16,7 @@ the pairs instead of averaging (a factor :math:`K^2` that the loss weight absorb
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -344,6 +345,19 @@ def loss_from_rows(
     return _info_nce(z, samples.valid, num_anchors, num_positives, tau, reduction)
 
 
+_MODULE_CALL_FILE = nn.Module.__call__.__code__.co_filename
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this file and ``nn.Module.__call__`` (the caller)."""
+    frame = sys._getframe(1)  # the function that warns
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename in (__file__, _MODULE_CALL_FILE):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 class DenseContrastiveLoss(nn.Module):
     """Dense contrastive loss for instance segmentation (Chen, Tang, Hu, BMVC 2022).
 
@@ -558,7 +572,7 @@ class DenseContrastiveLoss(nn.Module):
             "of each call. "
             "(This warning is shown once per loss.)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=_caller_stacklevel(),
         )
 
     def __getstate__(self) -> dict[str, object]:
