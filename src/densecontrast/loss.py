@@ -548,7 +548,7 @@ class DenseContrastiveLoss(nn.Module):
                     self._host_count = torch.empty((), dtype=torch.int64, pin_memory=True)
                 self._host_count.copy_(count, non_blocking=True)
                 done = torch.cuda.Event()
-                done.record()
+                done.record(torch.cuda.current_stream(count.device))  # the stream the copy went to
                 self._pending_count = (self._host_count, done, feats_shape)
 
     def _read_pending_count(self) -> None:
