@@ -396,8 +396,8 @@ class DenseContrastiveLoss(nn.Module):
     zero that trains nothing, and the module warns once (a ``UserWarning``, once per instance) saying
     what to change. On the CPU the check reads the count at once; on CUDA it reads it without blocking,
     once the device has finished that call, so the warning comes a call or more later, and calls still
-    in flight are skipped. It does not run inside ``torch.compile`` or on other devices; read
-    ``last_valid_rois`` there.
+    in flight are skipped. It does not run inside ``torch.compile``, during CUDA graph capture or on
+    other devices; read ``last_valid_rois`` there.
 
     Shape:
         - feats: (R, C, H, W), floating
@@ -540,9 +540,9 @@ class DenseContrastiveLoss(nn.Module):
         if count.device.type == "cpu":
             if feats_shape[0] > 0 and int(count) == 0:
                 self._warn_no_valid_roi(feats_shape)
-        elif count.device.type == "cuda":
+        elif count.device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
             self._read_pending_count()
-            if self._pending_count is None and feats_shape[0] > 0:
+            if self._pending_count is None and feats_shape[0] > 0 and not self._warned_no_valid_roi:
                 # Copy into pinned host memory without blocking; a later call reads it once it landed.
                 if self._host_count is None:
                     self._host_count = torch.empty((), dtype=torch.int64, pin_memory=True)
