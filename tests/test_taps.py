@@ -57,7 +57,7 @@ def test_args_capture_keeps_all_positional_args(what: str) -> None:
         bil(a, b)
         got = tap.pop()
     assert isinstance(got, tuple) and got[0] is a and got[1] is b
-    assert tap.what == "args"  # "inputs" is the older spelling of "args"
+    assert tap.what == "args"  # "inputs" is another name for "args"
 
 
 def test_captures_are_references_that_inplace_modules_change(net: _Net) -> None:
