@@ -170,6 +170,18 @@ CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm.*:FutureWarning")
+@pytest.mark.parametrize("case", CASES)
+def test_project_map_applies_what_calling_the_head_applies(case: str, request: pytest.FixtureRequest) -> None:
+    if case == "global_forward_hook":
+        request.getfixturevalue("global_forward_hook")
+    torch.manual_seed(0)
+    head = _reparametrised(case).double().eval()  # eval: spectral norm's power iteration stands still
+    feats = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    expected = head(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(head.project_map(feats), expected, rtol=1e-12, atol=1e-12)
+
+
 def _train(
     projector: nn.Module, feats: torch.Tensor, masks: torch.Tensor, steps: int = 2
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -112,6 +112,9 @@ class ProjectionHead(nn.Module):
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
 
+        A head with hooks, a patched ``forward`` or reparametrised layers is called as a module on the
+        channels-last view instead, so that all of them apply here too.
+
         Args:
             feats: float tensor (R, C, H, W).
 
@@ -120,6 +123,9 @@ class ProjectionHead(nn.Module):
         """
         feats = check_tensor("feats", feats)
         check_ndim("feats", feats, 4, "(R, C, H, W)")
+        if not _is_plain_head(self):
+            out: Tensor = self(feats.movedim(1, -1))
+            return out.movedim(-1, 1)
         w1 = self.fc1.weight[:, :, None, None]
         w2 = self.fc2.weight[:, :, None, None]
         return F.conv2d(F.relu(F.conv2d(feats, w1, self.fc1.bias)), w2, self.fc2.bias)
