@@ -79,11 +79,13 @@ class _GatherPassthrough(torch.autograd.Function):
 
     The backward adds the rows' gradient into the gradient that arrives for the passed-through feats,
     in place, instead of allocating a second dense gradient of the size of feats and summing the two.
-    Contract: the passed-through tensor feeds exactly one operation whose backward returns a fresh
-    gradient tensor of its own (a convolution does). Nothing can check this: an addition, for one, hands
-    the same gradient tensor to both operands, and the in-place add would corrupt the other operand's
-    gradient. So it stays private, used only by :meth:`DenseContrastiveLoss.forward_passthrough`, whose
-    documented caller (the torchvision adapter) feeds the features to one convolution.
+    That is only right when nothing else reads that gradient: the passed-through tensor feeds one
+    operation whose backward returns a fresh gradient of its own (a convolution does). An addition, for
+    one, hands the same gradient tensor to both operands. The backward checks this by counting the
+    references to the gradient and its memory (:func:`_writable_in_place`) and copies when they are
+    shared, so a misuse costs memory, never a wrong gradient. It stays private all the same, behind
+    :meth:`DenseContrastiveLoss.forward_passthrough`, whose caller (the torchvision adapter) feeds the
+    features to one convolution.
     """
 
     @staticmethod
@@ -103,13 +105,33 @@ class _GatherPassthrough(torch.autograd.Function):
         (index,) = ctx.saved_tensors
         if grad_feats is None:
             grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
-        elif torch.is_grad_enabled() or not (
-            grad_feats.is_contiguous() or grad_feats.is_contiguous(memory_format=torch.channels_last)
-        ):
-            grad = grad_feats.contiguous().clone()  # double backward, or an expanded / strided gradient
-        else:
+        elif _writable_in_place(grad_feats):
             grad = grad_feats
+        else:
+            grad = grad_feats.clone()  # dense (contiguous unless it was dense in another layout)
         return _scatter_add_(grad, index, grad_rows.to(grad.dtype)), None, None
+
+
+def _writable_in_place(grad: Tensor) -> bool:
+    """Whether the passthrough's backward may add into ``grad`` in place without changing what anything
+    else reads: nothing else holds the tensor or its memory, and it is dense.
+
+    An addition hands one gradient tensor to both operands (a second reference); a view or reshape hands
+    views of one buffer to several nodes (a shared storage); a hook or ``retain_grad`` keeps a reference.
+    In each case the tensor is copied first. Double backward (grad mode on) and compiled graphs, where
+    references cannot be counted, copy too.
+    """
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or grad._is_view():
+        return False
+    if not (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)):
+        return False  # an expanded or strided gradient
+    try:
+        # One reference to the tensor (this call's); two to its storage (the tensor's and the one that
+        # untyped_storage() itself returns).
+        tensor_refs: int = grad._use_count()  # type: ignore[attr-defined]
+        return tensor_refs == 1 and torch._C._storage_Use_Count(grad.untyped_storage()._cdata) == 2
+    except (AttributeError, RuntimeError):  # a torch without these counters: copy, to be safe
+        return False
 
 
 def _check_gather_args(feats: Tensor, index: Tensor) -> None:
@@ -164,11 +186,11 @@ def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Ten
     """Deprecated: ``(feats, gather_pixels(feats, index))``, with a ``FutureWarning``.
 
     It returns ``feats`` itself, which autograd differentiates correctly in any graph. Adding the rows'
-    gradient into the next layer's input gradient in place (which saves one dense gradient) cannot be
-    offered as a public function: when the passed-through tensor feeds an addition (a residual
-    connection, say), the other operand's gradient would be corrupted, and nothing can detect it. That
-    saving lives behind :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`, where its use
-    is controlled.
+    gradient into the next layer's input gradient in place (which saves one dense gradient) is right
+    only when nothing else reads that gradient: when the passed-through tensor feeds an addition (a
+    residual connection, say), the other operand's gradient would be corrupted. Telling the two apart
+    takes torch's private reference counters, fit for an internal path and not for a public function,
+    so that saving lives behind :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`.
 
     Args:
         feats: float tensor (R, C, H, W).

@@ -481,11 +481,12 @@ class DenseContrastiveLoss(nn.Module):
         For adapters that compute the loss where the features enter the mask head's next layer: feed
         that layer the returned ``feats_out`` instead of ``feats``, and the backward adds the loss's
         gradient into the layer's input gradient in place (one dense gradient of ``feats`` instead of
-        two). Contract: ``feats_out`` feeds exactly one operation whose backward returns a fresh
-        gradient tensor of its own, such as a convolution (the torchvision adapter's use). Anything
-        else, an addition in particular (which hands one gradient tensor to both operands), can get
-        wrong gradients, and nothing can detect it: everywhere else, call the loss (:meth:`forward`)
-        and use ``feats`` as usual.
+        two). The saving needs ``feats_out`` to feed one operation whose backward returns a fresh
+        gradient of its own, such as a convolution (the torchvision adapter's use). Where the gradient
+        is shared (an addition hands one gradient tensor to both operands; views, ``retain_grad`` or a
+        hook on ``feats_out`` keep references), the backward sees it and copies first: the gradients
+        stay exact and only the saving is lost. Outside such an adapter, call the loss
+        (:meth:`forward`) and use ``feats`` as usual.
 
         Args:
             feats: float tensor (R, C, H, W).
