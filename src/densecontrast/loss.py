@@ -388,8 +388,8 @@ class DenseContrastiveLoss(nn.Module):
         projector: the projection module, or None (cosine similarity).
         last_valid_rois: how many RoIs contributed to the last call (:meth:`forward` or
             :meth:`forward_passthrough`): a detached 0-dim int64 tensor on the features' device, None
-            before the first call. Reading it as a number (``int(...)``) synchronises with an
-            accelerator; logging the tensor does not.
+            before the first call. Reading it as a number (``int(...)``, printing) synchronises with
+            an accelerator; keeping or summing it as a tensor, to read every N steps, does not.
 
     No silent zero: when a call in training mode has RoIs but none of them is valid (each needs ``k``
     instance pixels and ``k`` other pixels, more than ``k`` with ``replacement=True``), the loss is a
