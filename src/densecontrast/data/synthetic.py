@@ -3,55 +3,28 @@
 Shapes: S image size (S x S pixels), N instances of one image.
 
 Each item is a scene of overlapping, textured, partly camouflaged objects (drawn by the private
-``densecontrast._scenes`` generator, with torch alone) turned into a torchvision detection target. Items
-are generated on the fly and depend only on ``(seed, split, index)``.
+``densecontrast.data._scenes`` generator, with torch alone) turned into a torchvision detection target.
+Items are generated on the fly and depend only on ``(seed, split, index)``.
 """
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._validation import check_int, check_positive_int
 from ._scenes import MIN_VISIBLE_AREA as MIN_VISIBLE_AREA  # re-exported: the docs name it here
 from ._scenes import SHAPE_FAMILIES, Scene, generate, item_seed
-from ._validation import check_int, check_positive_int
-from ._yolo_export import export_yolo
+from .coco import coco_ground_truth, export_coco
+from .yolo import export_yolo
 
-__all__ = ["SyntheticInstances", "collate_detection", "export_yolo"]
-
-WORKER_MIN_ITEMS = 16
-"""From this many items on, exporters generate them in a DataLoader worker (see :func:`iterate_items`)."""
-
-
-def iterate_items(dataset: Any, *, min_items_for_worker: int | None = None) -> Iterator[Any]:
-    """The items ``dataset[0], dataset[1], ...`` in order, generated in a worker process when many.
-
-    Generating items in the main process runs torch with its default number of threads, which on a
-    loaded machine is far slower than one thread per item (oversubscription). DataLoader workers run
-    single-threaded, so from ``min_items_for_worker`` items on the items come from
-    ``DataLoader(dataset, batch_size=None, num_workers=1)``; torch's thread count in this process is left
-    as it is. Fewer items are read in place (starting a worker would cost more than it saves). The items
-    are the same either way, in the same order.
-
-    Args:
-        dataset: a map-style dataset (``len`` and integer indexing).
-        min_items_for_worker: the size from which a worker is used; None (default) reads
-            :data:`WORKER_MIN_ITEMS`.
-    """
-    threshold = WORKER_MIN_ITEMS if min_items_for_worker is None else min_items_for_worker
-    if len(dataset) >= threshold:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=1)
-        yield from loader
-    else:
-        for index in range(len(dataset)):
-            yield dataset[index]
+__all__ = ["MIN_VISIBLE_AREA", "SyntheticInstances", "collate_detection"]
 
 
 SPLITS = ("train", "val", "test")
@@ -178,13 +151,12 @@ class SyntheticInstances(torch.utils.data.Dataset):
     def coco_ground_truth(self) -> dict[str, Any]:
         """The whole split as a COCO instances dict with compressed-RLE segmentations.
 
-        Written by :func:`densecontrast.analysis.coco_from_targets`, so it needs the ``analysis`` extra
-        (numpy, pycocotools). Image ``i`` has id ``i + 1`` and file name ``{i + 1:06d}.png``; annotation ids
-        start at 1; ``area`` is the visible pixel count and ``bbox`` the visible mask's
-        ``[x, y, width, height]``. From 16 items on, the items are generated in a DataLoader worker process
-        (single-threaded, so fast on a loaded machine); the result is the same.
+        :func:`densecontrast.data.coco_ground_truth` of this split and its categories, so it needs the
+        ``analysis`` extra (numpy, pycocotools). Image ``i`` has id ``i + 1`` and file name
+        ``{i + 1:06d}.png``; annotation ids start at 1; ``area`` is the visible pixel count and ``bbox``
+        the visible mask's ``[x, y, width, height]``.
         """
-        return self._coco(None)
+        return coco_ground_truth(self, info=self._info())
 
     def export_coco(self, root: str | os.PathLike[str]) -> pathlib.Path:
         """Write ``root/images/000001.png ...`` and ``root/annotations.json`` (``coco_ground_truth()``).
@@ -195,57 +167,26 @@ class SyntheticInstances(torch.utils.data.Dataset):
             ``root`` as a ``pathlib.Path``. The PNGs hold exactly the dataset's images (they are multiples
             of 1/255), so ``read / 255`` gives back ``dataset[i][0]``.
         """
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ImportError("export_coco needs Pillow: pip install 'densecontrast[analysis]'") from None
-        root = pathlib.Path(root)
-        (root / "images").mkdir(parents=True, exist_ok=True)
-
-        def save(image: Tensor, file_name: str) -> None:
-            pixels = torch.round(image * 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-            Image.fromarray(pixels, mode="RGB").save(root / "images" / file_name)
-
-        (root / "annotations.json").write_text(json.dumps(self._coco(save)))
-        return root
+        return export_coco(self, root, info=self._info())
 
     def export_yolo(
-        self, root: str | os.PathLike[str], *, val_dataset: SyntheticInstances | None = None
+        self, root: str | os.PathLike[str], *, val_dataset: Any | None = None, **options: Any
     ) -> pathlib.Path:
-        """Write the split as a YOLO-format segmentation dataset (see :func:`export_yolo`).
+        """Write the split as a YOLO-format segmentation dataset: :func:`densecontrast.data.export_yolo`.
 
         Args:
             root: the folder to write (created if missing).
-            val_dataset: the validation split; None points ``val`` at this split's images.
+            val_dataset: the validation split (see :func:`~densecontrast.data.export_yolo`: without
+                one, a warning says that ``val`` points at this split's images).
+            **options: the other keyword options of :func:`~densecontrast.data.export_yolo`.
 
         Returns:
             The path of ``root/data.yaml``, for ``YOLO(...).train(data=...)``.
         """
-        return export_yolo(self, root, val_dataset=val_dataset)
+        return export_yolo(self, root, val_dataset=val_dataset, **options)
 
-    def _coco(self, save: Callable[[Tensor, str], None] | None) -> dict[str, Any]:
-        """The COCO dict of the split; ``save(image, file_name)`` is called for every image if given."""
-        from .analysis import coco_from_targets
-
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        # Many items come from a single-threaded worker process (see iterate_items): same items, in order.
-        for image, target in iterate_items(self):
-            image_id = int(target["image_id"])
-            file_name = f"{image_id:06d}.png"
-            if save is not None:
-                save(image, file_name)
-            one = coco_from_targets([target], [image_id], self.categories)
-            images.append({**one["images"][0], "file_name": file_name})
-            for ann in one["annotations"]:
-                annotations.append({**ann, "id": len(annotations) + 1})
-        return {
-            "info": {"description": f"densecontrast SyntheticInstances seed={self.seed} split={self.split}"},
-            "licenses": [],
-            "images": images,
-            "annotations": annotations,
-            "categories": [dict(c) for c in self.categories],
-        }
+    def _info(self) -> dict[str, Any]:
+        return {"description": f"densecontrast SyntheticInstances seed={self.seed} split={self.split}"}
 
 
 def _category_name(category: int) -> str:

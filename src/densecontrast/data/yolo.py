@@ -1,14 +1,34 @@
 """Write an instance-segmentation dataset in the YOLO format that Ultralytics trains on.
 
+Shape letters: N instances of an image, H x W the image size.
+
 The layout (one folder per split)::
 
     root/
         data.yaml                 path, train, val, names
         images/train/000001.png   ...
         labels/train/000001.txt   one line per instance: class x1 y1 x2 y2 ... (polygon, normalised)
+        report.json               how faithfully each split's polygons give the masks back
 
-Needs ``pillow`` (images), ``opencv-python`` (mask contours) and ``ultralytics`` (joining a mask's parts
-into one polygon the way Ultralytics does); all come with ``pip install 'densecontrast[ultralytics]'``.
+**One polygon per instance, holes and parts included.** A YOLO label line holds one polygon, which
+Ultralytics fills with ``cv2.fillPoly`` (even-odd: a region enclosed twice is left empty). A visible mask
+is often a ring around its occluder, has background holes, or is cut into parts; its outline is every
+boundary of it (outer boundaries and hole boundaries, traced through the boundary pixels' centres), joined
+into one closed path by bridges that are walked there and back (zero width, as Ultralytics joins the
+parts of COCO polygons). The bridges are the shortest that connect all boundaries (a minimum spanning
+tree). Filling the polygon at the image's size gives back the mask exactly, except the pixels under a
+bridge that crosses pixels of other objects or background: a bridge between two parts, or one reaching an
+island inside a hole. Those pixels are the only loss, and the export measures it.
+
+**The round trip is measured, never assumed.** After writing a split, every instance's polygon is read
+back from the label file and filled the way Ultralytics' ``YOLODataset`` does (its own resampling and
+``polygon2mask``), in both ``overlap_mask`` modes (one mask per instance, and one index map per image
+with smaller instances drawn over larger ones), and compared with the instance's mask. ``report.json``
+gives the figures; instances whose IoU falls below ``min_iou`` in either mode, and masks that could not be
+written (empty ones), are listed there and in a :class:`YoloExportWarning`.
+
+Needs ``pillow`` (images), ``opencv-python`` (contours, filling) and ``ultralytics`` (its resampling and
+rasterisation, for the round trip); all come with ``pip install 'densecontrast[ultralytics]'``.
 """
 
 from __future__ import annotations
@@ -16,71 +36,252 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["export_yolo", "mask_to_polygon"]
+from .iterate import iterate_items
+
+__all__ = ["DEFAULT_MIN_IOU", "YoloExportWarning", "export_yolo", "mask_to_polygon"]
+
+DEFAULT_MIN_IOU = 0.9
+"""The IoU under which an instance's written polygon counts as unfaithful to its mask (and is reported)."""
+
+_DECIMALS = 6  # normalised coordinates are written with this many decimals
+
+
+class YoloExportWarning(UserWarning):
+    """An export that is not faithful everywhere, or a validation split that is the training split."""
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package, for a warning of the calling function."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _imports() -> tuple[Any, Any, Any]:
     try:
         import cv2
+        import numpy as np
         from PIL import Image
-        from ultralytics.data.converter import merge_multi_segment
+        from ultralytics.data.utils import polygon2mask  # noqa: F401  (checked here, used in _round_trip)
     except ImportError as err:
         raise ImportError(
             f"exporting to the YOLO format needs opencv-python, pillow and ultralytics ({err.name} is "
             "missing); install them with `pip install 'densecontrast[ultralytics]'`"
         ) from err
-    return cv2, Image, merge_multi_segment
+    return cv2, np, Image
+
+
+def _rings(array: Any) -> tuple[list[Any], int, int]:
+    """Every boundary of a uint8 mask (H, W) as int64 (P, 2) ``(x, y)`` pixel paths; and parts, holes.
+
+    OpenCV traces a boundary through 8-connected pixels. A diagonal step is split in two through the one
+    of its two corner pixels that belongs to the mask (where there is one): Ultralytics fills a polygon
+    after resampling its edges and truncating the coordinates, and on a diagonal edge the two coordinates
+    cross a pixel border at the same point, where rounding noise would add or drop a pixel.
+    """
+    cv2, np, _ = _imports()
+    contours, hierarchy = cv2.findContours(array, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return [], 0, 0
+    parents = hierarchy.reshape(-1, 4)[:, 3]
+    rings = []
+    for contour in contours:
+        points = contour.reshape(-1, 2).astype(np.int64)
+        step = np.roll(points, -1, axis=0) - points
+        diagonal = np.flatnonzero((np.abs(step) == 1).all(axis=1))
+        if len(points) > 1 and len(diagonal):
+            along_x = points[diagonal] + step[diagonal] * [1, 0]
+            along_y = points[diagonal] + step[diagonal] * [0, 1]
+            use_x = array[along_x[:, 1], along_x[:, 0]] > 0
+            use_y = ~use_x & (array[along_y[:, 1], along_y[:, 0]] > 0)
+            corner = np.where(use_x[:, None], along_x, along_y)
+            split = use_x | use_y
+            points = np.insert(points, diagonal[split] + 1, corner[split], axis=0)
+        rings.append(points)
+    parts = int((parents < 0).sum())
+    return rings, parts, len(rings) - parts
+
+
+def _line(a: Any, b: Any) -> Any:
+    """The pixels strictly between pixels ``a`` and ``b`` on the straight line joining them, (L, 2)."""
+    _, np, _ = _imports()
+    steps = int(np.abs(b - a).max())
+    fractions = np.arange(1, steps)[:, None] / max(steps, 1)
+    return np.rint(a + (b - a) * fractions).astype(np.int64)
+
+
+def _spanning_bridges(rings: list[Any]) -> list[list[tuple[int, int, int]]]:
+    """The shortest bridges joining all rings (Prim's minimum spanning tree over ring distances).
+
+    Returns, for every ring, its children as ``(point index on this ring, child ring, point index on
+    the child)``, rooted at ring 0.
+    """
+    _, np, _ = _imports()
+    count = len(rings)
+    children: list[list[tuple[int, int, int]]] = [[] for _ in range(count)]
+    if count == 1:
+        return children
+    distance = np.full((count, count), np.inf)
+    ends = np.zeros((count, count, 2), dtype=np.int64)
+    for i in range(count):
+        for j in range(i + 1, count):
+            # Chebyshev distance: a bridge of length L covers L - 1 pixels between its ends
+            steps = np.abs(rings[i][:, None, :] - rings[j][None, :, :]).max(axis=2)
+            a, b = np.unravel_index(int(steps.argmin()), steps.shape)
+            distance[i, j] = distance[j, i] = steps[a, b]
+            ends[i, j], ends[j, i] = (a, b), (b, a)
+    in_tree = np.zeros(count, dtype=bool)
+    in_tree[0] = True
+    best, best_from = distance[0].copy(), np.zeros(count, dtype=np.int64)
+    for _ in range(count - 1):
+        candidates = np.where(in_tree, np.inf, best)
+        j = int(candidates.argmin())
+        i = int(best_from[j])
+        children[i].append((int(ends[i, j, 0]), j, int(ends[i, j, 1])))
+        in_tree[j] = True
+        closer = distance[j] < best
+        best[closer], best_from[closer] = distance[j][closer], j
+    return children
+
+
+def _tour(rings: list[Any], children: list[list[tuple[int, int, int]]], ring: int, entry: int) -> list[Any]:
+    """The points of ``ring`` from ``entry`` round to ``entry`` again, each child's tour inserted (over its
+    bridge and back) at the point where it hangs."""
+    points = rings[ring]
+    hanging: dict[int, list[tuple[int, int]]] = {}
+    for at, child, child_entry in children[ring]:
+        hanging.setdefault(at, []).append((child, child_entry))
+    out = []
+    n = len(points)
+    for step in range(n + 1):
+        k = (entry + step) % n
+        out.append(points[k])
+        if step < n:
+            for child, child_entry in hanging.get(k, ()):
+                # the bridge, pixel by pixel, walked back over the very same pixels
+                bridge = list(_line(points[k], rings[child][child_entry]))
+                out.extend(bridge)
+                out.extend(_tour(rings, children, child, child_entry))
+                out.extend(bridge[::-1])
+                out.append(points[k])
+    return out
+
+
+def _simplify(points: Any) -> Any:
+    """Drop repeated points and points in the middle of a straight run (same direction in and out)."""
+    _, np, _ = _imports()
+    keep = np.any(points != np.roll(points, 1, axis=0), axis=1)
+    points = points[keep] if keep.any() else points[:1]
+    if len(points) < 3:
+        return points
+    into = points - np.roll(points, 1, axis=0)
+    out = np.roll(points, -1, axis=0) - points
+    straight = (into[:, 0] * out[:, 1] == into[:, 1] * out[:, 0]) & ((into * out).sum(axis=1) > 0)
+    return points[~straight]
+
+
+def _polygon_pixels(mask: Tensor) -> tuple[Any, int, int]:
+    """The closed path (P, 2) of pixel ``(x, y)`` through every boundary of ``mask``; and parts, holes."""
+    _, np, _ = _imports()
+    array = np.ascontiguousarray((mask != 0).to(torch.uint8).cpu().numpy())
+    rings, parts, holes = _rings(array)
+    if not rings:
+        return np.zeros((0, 2), dtype=np.int64), 0, 0
+    path = np.stack(_tour(rings, _spanning_bridges(rings), 0, 0)[:-1])  # the polygon closes by itself
+    path = _simplify(path)
+    if len(path) < 3:  # one or two pixels: a polygon needs three points, repeat the last
+        path = np.concatenate([path, np.repeat(path[-1:], 3 - len(path), axis=0)])
+    return path, parts, holes
 
 
 def mask_to_polygon(mask: Tensor) -> list[float]:
-    """One polygon outlining a binary mask, as ``[x1, y1, x2, y2, ...]`` normalised to [0, 1].
+    """One polygon whose even-odd filling is a binary mask, as ``[x1, y1, x2, y2, ...]`` normalised to [0, 1].
 
-    The outline runs through the mask's boundary pixels (pixel ``(x, y)`` is written ``x / W, y / H``,
-    so that filling the polygon at that size gives the mask back up to its boundary). A mask in several parts
-    (an object split by an occluder) gives one polygon that visits every part, joining them by zero-width
-    bridges (the way Ultralytics converts COCO masks in several parts).
+    The polygon runs through the centres of the mask's boundary pixels (pixel ``(x, y)`` is written
+    ``(x + 0.5) / W, (y + 0.5) / H``), around every part and every hole, the boundaries joined by bridges
+    walked there and back (see the module docstring). Filled with ``cv2.fillPoly`` at the mask's size it
+    gives the mask back exactly, up to the pixels under bridges that cross pixels outside the mask.
 
     Args:
         mask: tensor (H, W), nonzero on the instance.
 
     Returns:
-        The flat list of normalised coordinates (empty for an empty mask).
+        The flat list of normalised coordinates, at least three points (a mask of one or two pixels
+        repeats its last point); empty for an empty mask.
+
+    Examples:
+        >>> ring = torch.ones(5, 5, dtype=torch.uint8)
+        >>> ring[2, 2] = 0
+        >>> points = mask_to_polygon(ring)
+        >>> len(points) // 2, min(points), max(points)
+        (10, 0.1, 0.9)
     """
-    cv2, _, merge_multi_segment = _imports()
-
-    array = (mask != 0).to(torch.uint8).cpu().numpy()
-    height, width = array.shape
-    contours, _ = cv2.findContours(array, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    parts = [c.reshape(-1, 2) for c in contours if len(c) >= 1]
-    if not parts:
+    path, _, _ = _polygon_pixels(mask)
+    if len(path) == 0:
         return []
-    if len(parts) == 1:
-        points = parts[0]
-    else:
-        import numpy as np
-
-        points = np.concatenate(merge_multi_segment([p.reshape(-1).tolist() for p in parts]), axis=0)
-    # Pixel indices over the size: Ultralytics scales back and fills the polygon through these pixels.
-    xs = points[:, 0] / width
-    ys = points[:, 1] / height
+    height, width = mask.shape
+    xs = (path[:, 0] + 0.5) / width
+    ys = (path[:, 1] + 0.5) / height
     return [float(v) for xy in zip(xs.tolist(), ys.tolist()) for v in xy]
 
 
-def _write_split(dataset: Any, root: pathlib.Path, split: str, num_classes: int | None) -> int:
-    """Write one split; returns the largest label seen (0 for none). Labels must lie in [1, num_classes]."""
-    _, image_cls, _ = _imports()
+def _round_trip(polygons: list[list[float]], height: int, width: int) -> tuple[Any, Any]:
+    """The masks Ultralytics' YOLODataset makes of one image's label polygons, bool (N, H, W) each:
+    one mask per instance (``overlap_mask=False``) and the instances' regions of the index map
+    (``overlap_mask=True``)."""
+    _, np, _ = _imports()
+    from ultralytics.data.utils import polygon2mask, polygons2masks_overlap
+    from ultralytics.utils.ops import resample_segments
+
+    count = len(polygons)
+    single = np.zeros((count, height, width), dtype=bool)
+    overlap = np.zeros((count, height, width), dtype=bool)
+    if not count:
+        return single, overlap
+    # As YOLODataset: float32 normalised points, resampled to one length per image, then scaled.
+    segments = [np.array(p, dtype=np.float32).reshape(-1, 2) for p in polygons]
+    length = max(1000, max(len(s) for s in segments) + 1)
+    segments = resample_segments(segments, n=length)
+    scale = np.array([width, height], dtype=np.float32)
+    segments = [s * scale for s in segments]
+    for k, s in enumerate(segments):
+        single[k] = polygon2mask((height, width), [s.reshape(-1)], color=1).astype(bool)
+    index_map, order = polygons2masks_overlap((height, width), segments)
+    for rank, k in enumerate(order.tolist()):
+        overlap[k] = index_map == rank + 1
+    return single, overlap
+
+
+def _iou(a: Any, b: Any) -> Any:
+    """IoU of bool masks (N, H, W) pairwise by index, float64 (N,); 1 where both are empty."""
+    inter = (a & b).reshape(len(a), -1).sum(axis=1)
+    union = (a | b).reshape(len(a), -1).sum(axis=1)
+    return inter / union.clip(min=1) + (union == 0)
+
+
+def _write_split(
+    dataset: Any, root: pathlib.Path, split: str, num_classes: int | None, min_iou: float
+) -> tuple[int, dict[str, Any]]:
+    """Write one split; returns the largest label seen (0 for none) and the split's report."""
+    _, np, image_cls = _imports()
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     top = 0
-    from .datasets import iterate_items  # datasets imports this module at its top
-
+    ious: list[float] = []
+    ious_overlap: list[float] = []
+    unfaithful: list[dict[str, Any]] = []
+    with_holes = with_parts = count = 0
     for index, (image, target) in enumerate(iterate_items(dataset)):
         values = [int(v) for v in target["labels"].tolist()]
         bad = [v for v in values if v < 1 or (num_classes is not None and v > num_classes)]
@@ -91,16 +292,61 @@ def _write_split(dataset: Any, root: pathlib.Path, split: str, num_classes: int 
                 f"class = label - 1); got {sorted(set(bad))}"
             )
         top = max([top, *values])
+        count += 1
         stem = f"{index + 1:06d}"
         pixels = torch.round(image.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).contiguous()
         image_cls.fromarray(pixels.numpy()).save(images / f"{stem}.png")
-        lines = []
-        for mask, label in zip(target["masks"], values):
-            polygon = mask_to_polygon(mask)
-            if len(polygon) >= 6:  # at least three points
-                lines.append(" ".join([str(label - 1), *(f"{v:.6f}" for v in polygon)]))
+        height, width = target["masks"].shape[-2:]
+        lines, written, shapes = [], [], []
+        for k, (mask, label) in enumerate(zip(target["masks"], values)):
+            path, parts, holes = _polygon_pixels(mask)
+            with_parts += parts > 1
+            with_holes += holes > 0
+            if len(path) == 0:
+                unfaithful.append({"image": stem, "instance": k, "label": label, "pixels": 0,
+                                   "reason": "empty mask: no polygon written"})  # fmt: skip
+                continue
+            xs = (path[:, 0] + 0.5) / width
+            ys = (path[:, 1] + 0.5) / height
+            text = [f"{v:.{_DECIMALS}f}" for xy in zip(xs.tolist(), ys.tolist()) for v in xy]
+            lines.append(" ".join([str(label - 1), *text]))
+            written.append(k)
+            shapes.append((parts, holes))
         (labels / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    return top
+        # Read back what was written, as text, and fill it the way Ultralytics does.
+        polygons = [[float(v) for v in line.split()[1:]] for line in lines]
+        single, overlap = _round_trip(polygons, int(height), int(width))
+        truth = target["masks"][written].bool().cpu().numpy()
+        for j, (iou, iou_overlap) in enumerate(
+            zip(_iou(single, truth).tolist(), _iou(overlap, truth).tolist())
+        ):
+            k, (parts, holes) = written[j], shapes[j]
+            ious.append(iou)
+            ious_overlap.append(iou_overlap)
+            if min(iou, iou_overlap) < min_iou:
+                if parts > 1:
+                    reason = f"in {parts} parts: the bridges joining them cover pixels between them"
+                elif iou >= min_iou:
+                    reason = "overlap_mask: a smaller instance's bridge is drawn over it"
+                else:
+                    reason = "the polygon's filling differs from the mask"
+
+                unfaithful.append({
+                    "image": stem, "instance": k, "label": values[k], "pixels": int(truth[j].sum()),
+                    "parts": parts, "holes": holes, "iou": iou, "iou_overlap": iou_overlap, "reason": reason,
+                })  # fmt: skip
+    report = {
+        "images": count,
+        "instances": len(ious),
+        "with_holes": with_holes,
+        "in_parts": with_parts,
+        "min_iou": min(ious, default=1.0),
+        "min_iou_overlap": min(ious_overlap, default=1.0),
+        "mean_iou": float(np.mean(ious)) if ious else 1.0,
+        "mean_iou_overlap": float(np.mean(ious_overlap)) if ious_overlap else 1.0,
+        "unfaithful": unfaithful,
+    }
+    return top, report
 
 
 def export_yolo(
@@ -109,50 +355,69 @@ def export_yolo(
     *,
     val_dataset: Any | None = None,
     names: Sequence[str] | None = None,
+    min_iou: float = DEFAULT_MIN_IOU,
 ) -> pathlib.Path:
-    """Write ``dataset`` (and optionally a validation set) as a YOLO-format segmentation dataset.
+    """Write ``dataset`` (and a validation set) as a YOLO-format segmentation dataset.
+
+    Every instance becomes one polygon that keeps its holes and parts (:func:`mask_to_polygon`); after
+    writing, each polygon is read back and filled as Ultralytics does, and ``root/report.json`` records
+    the IoU with the instance's mask (see the module docstring).
 
     Args:
         dataset: items ``(image, target)`` with image float (3, H, W) in [0, 1] and target holding
             ``masks`` (N, H, W) and ``labels`` (N,) int, categories numbered from 1 (as
             ``SyntheticInstances`` gives them); YOLO classes are ``label - 1``.
         root: the folder to write (created if missing).
-        val_dataset: the validation split; None writes ``dataset`` as both splits' source (``val``
-            points at the training images).
+        val_dataset: the validation split, written to ``images/val``. None points ``val`` at the
+            training images and warns (validation metrics then measure the fit to the training set);
+            pass ``val_dataset=dataset`` to choose that on purpose, without the warning.
         names: the class names, index ``label - 1``; default ``dataset.categories``' names, else
             ``class0``, ``class1``, ... up to the largest label.
+        min_iou: an instance whose round-trip IoU falls below this (in either ``overlap_mask`` mode) is
+            listed in ``report.json`` and in a :class:`YoloExportWarning`.
 
     Returns:
-        The path of ``data.yaml``, to pass as ``YOLO(...).train(data=...)``.
+        The path of ``data.yaml``, to pass as ``YOLO(...).train(data=...)``; ``report.json`` lies beside it.
 
     Raises:
-        ValueError: a label outside ``[1, len(names)]`` (the message names the split and image index).
-        ImportError: opencv-python, pillow or ultralytics missing.
+        ValueError: a label outside ``[1, len(names)]`` (the message names the split and image index), or
+            ``min_iou`` outside [0, 1].
+        ImportError: opencv-python, pillow or ultralytics missing (before anything is written).
 
-    From :data:`WORKER_MIN_ITEMS` items on, the items are generated in a DataLoader worker process
-    (:func:`iterate_items`); the files are the same either way.
+    Warns:
+        YoloExportWarning: no ``val_dataset``; or instances whose polygon does not give their mask back
+            within ``min_iou``, or masks that could not be written (the warning names the worst ones).
+
+    From :data:`~densecontrast.data.iterate.WORKER_MIN_ITEMS` items on, the items are generated in a
+    DataLoader worker process (:func:`~densecontrast.data.iterate_items`); the files are the same either way.
 
     Examples:
         >>> import tempfile
-        >>> from densecontrast.datasets import SyntheticInstances
-        >>> ds = SyntheticInstances(2, image_size=32, num_categories=2, seed=0)
-        >>> path = export_yolo(ds, tempfile.mkdtemp())
+        >>> from densecontrast.data import SyntheticInstances
+        >>> train = SyntheticInstances(2, image_size=32, num_categories=2, seed=0)
+        >>> val = SyntheticInstances(1, image_size=32, num_categories=2, seed=0, split="val")
+        >>> path = export_yolo(train, tempfile.mkdtemp(), val_dataset=val)
         >>> sorted(p.name for p in (path.parent / "labels" / "train").iterdir())
         ['000001.txt', '000002.txt']
     """
     _imports()  # fail before writing anything
+    if isinstance(min_iou, bool) or not isinstance(min_iou, (int, float)) or not 0.0 <= min_iou <= 1.0:
+        raise ValueError(f"min_iou must be a number in [0, 1]; got {min_iou!r}")
     root = pathlib.Path(root).resolve()
     if names is None:
         categories = getattr(dataset, "categories", None)
         if categories:
             names = [str(c["name"]) for c in sorted(categories, key=lambda c: c["id"])]
     num_classes = None if names is None else len(names)
-    top = _write_split(dataset, root, "train", num_classes)
-    if val_dataset is not None:
-        top = max(top, _write_split(val_dataset, root, "val", num_classes))
+    top, train_report = _write_split(dataset, root, "train", num_classes, min_iou)
+    reports = {"train": train_report}
+    separate_val = val_dataset is not None and val_dataset is not dataset
+    if separate_val:
+        val_top, reports["val"] = _write_split(val_dataset, root, "val", num_classes, min_iou)
+        top = max(top, val_top)
     if names is None:
         names = [f"class{i}" for i in range(max(top, 1))]
-    val = "images/val" if val_dataset is not None else "images/train"
+    val = "images/val" if separate_val else "images/train"
     lines = [
         f"path: {json.dumps(str(root))}",
         'train: "images/train"',
@@ -162,4 +427,37 @@ def export_yolo(
     ]
     path = root / "data.yaml"
     path.write_text("\n".join(lines) + "\n")
+    report_path = root / "report.json"
+    report_path.write_text(json.dumps({"min_iou": min_iou, "val": val, "splits": reports}, indent=1))
+    if val_dataset is None:
+        warnings.warn(
+            f"export_yolo: no val_dataset, so {path} points 'val' at the training images: validation "
+            "metrics will measure the fit to the training set. Pass val_dataset=<another split> (or "
+            "val_dataset=dataset to validate on the training images on purpose).",
+            YoloExportWarning,
+            stacklevel=_user_stacklevel(),
+        )
+    _warn_unfaithful(reports, min_iou, report_path)
     return path
+
+
+def _warn_unfaithful(reports: dict[str, dict[str, Any]], min_iou: float, report_path: pathlib.Path) -> None:
+    listed = [(split, entry) for split, report in reports.items() for entry in report["unfaithful"]]
+    if not listed:
+        return
+    listed.sort(key=lambda item: min(item[1].get("iou", 0.0), item[1].get("iou_overlap", 0.0)))
+    total = sum(report["instances"] for report in reports.values())
+
+    def describe(split: str, entry: dict[str, Any]) -> str:
+        where = f"{split} image {entry['image']} instance {entry['instance']}"
+        if "iou" not in entry:
+            return f"{where}: {entry['reason']}"
+        return f"{where}: IoU {min(entry['iou'], entry['iou_overlap']):.3f} ({entry['reason']})"
+
+    worst = "; ".join(describe(split, entry) for split, entry in listed[:3])
+    warnings.warn(
+        f"export_yolo: {len(listed)} of {total} instances are not written faithfully (round-trip IoU "
+        f"< {min_iou}, or nothing written); worst: {worst}. Every one is listed in {report_path}.",
+        YoloExportWarning,
+        stacklevel=_user_stacklevel(),
+    )
