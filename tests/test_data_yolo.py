@@ -13,8 +13,10 @@ import torch
 os.environ.setdefault("YOLO_OFFLINE", "1")
 pytest.importorskip("ultralytics")
 
+from test_data_polygons import ring_and_occluder, with_background_hole
+
 import densecontrast.data.iterate
-from densecontrast.data import SyntheticInstances, YoloExportWarning, export_yolo, mask_to_polygon
+from densecontrast.data import SyntheticInstances, YoloExportWarning, export_yolo
 from densecontrast.data.yolo import DEFAULT_MIN_IOU
 
 cv2 = pytest.importorskip("cv2")
@@ -130,7 +132,7 @@ def test_every_instance_round_trips_or_is_reported(crowded, crowded_export, over
     assert with_holes >= 1 and in_parts >= 10  # the scenes hold the shapes that outline-only export got wrong
 
 
-def test_report_lists_exactly_the_instances_below_the_bound(crowded_export) -> None:
+def test_report_lists_only_instances_below_the_bound_and_warns_once(crowded_export) -> None:
     _, report, caught = crowded_export
     split = report["splits"]["train"]
     assert report["min_iou"] == DEFAULT_MIN_IOU and report["val"] == "images/train"
@@ -170,41 +172,9 @@ class _Masks(torch.utils.data.Dataset):
         return torch.zeros(3, *masks.shape[-2:]), target
 
 
-def _ring_and_occluder(size: int = 64) -> torch.Tensor:
-    """A square ring (the visible part of an object) around the square object that occludes it."""
-    masks = torch.zeros(2, size, size, dtype=torch.bool)
-    masks[0, 8:56, 8:56] = True
-    masks[0, 20:44, 20:44] = False
-    masks[1, 20:44, 20:44] = True
-    return masks
-
-
-def _with_background_hole(size: int = 64) -> torch.Tensor:
-    """One object with a hole that shows the background (and a one-pixel hole)."""
-    mask = torch.zeros(1, size, size, dtype=torch.bool)
-    mask[0, 10:50, 12:52] = True
-    mask[0, 20:30, 25:40] = False
-    mask[0, 40, 20] = False
-    return mask
-
-
-def test_outline_polygons_fill_back_to_rings_and_holes() -> None:
-    """The shapes of the issue: a ring around its occluder (exported covering the occluder, IoU 0.25,
-    when only outer contours were written) and a background hole (exported solid, IoU 0.75). Filled
-    with Ultralytics' own polygon2mask, each comes back exactly."""
-    from ultralytics.data.utils import polygon2mask
-
-    for masks in (_ring_and_occluder(), _with_background_hole()):
-        height, width = masks.shape[-2:]
-        for mask in masks:
-            polygon = np.array(mask_to_polygon(mask), dtype=np.float32).reshape(-1, 2) * [width, height]
-            filled = polygon2mask((height, width), [polygon.reshape(-1)], color=1)
-            assert torch.equal(torch.from_numpy(filled).bool(), mask)
-
-
 @pytest.mark.parametrize("overlap", [False, True], ids=["one-mask-per-instance", "overlap_mask"])
 def test_rings_and_holes_read_back_exactly(tmp_path, overlap: bool) -> None:
-    data = _Masks([_ring_and_occluder(), _with_background_hole()], [[1, 2], [1]])
+    data = _Masks([ring_and_occluder(), with_background_hole()], [[1, 2], [1]])
     path = export_yolo(data, tmp_path, val_dataset=data, names=["a", "b"])
     items = _read_back(path, "train", 2, 64, overlap=overlap)
     for index, item in enumerate(items):
@@ -242,10 +212,6 @@ def test_tiny_and_empty_masks_are_written_or_reported(tmp_path) -> None:
     assert len(lines) == 2 and all(len(line.split()) >= 7 for line in lines)
     report = json.loads((tmp_path / "report.json").read_text())["splits"]["train"]
     assert [(u["instance"], u["pixels"]) for u in report["unfaithful"]] == [(2, 0)]
-
-
-def test_mask_to_polygon_of_an_empty_mask_is_empty() -> None:
-    assert mask_to_polygon(torch.zeros(5, 7)) == []
 
 
 # --- the validation split ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from .._validation import check_int, check_positive_int
 from ._scenes import MIN_VISIBLE_AREA as MIN_VISIBLE_AREA  # re-exported: the docs name it here
 from ._scenes import SHAPE_FAMILIES, Scene, generate, item_seed
 from .coco import coco_ground_truth, export_coco
-from .yolo import export_yolo
+from .yolo import DEFAULT_MIN_IOU, export_yolo
 
 __all__ = ["MIN_VISIBLE_AREA", "SyntheticInstances", "collate_detection"]
 
@@ -170,20 +170,26 @@ class SyntheticInstances(torch.utils.data.Dataset):
         return export_coco(self, root, info=self._info())
 
     def export_yolo(
-        self, root: str | os.PathLike[str], *, val_dataset: Any | None = None, **options: Any
+        self,
+        root: str | os.PathLike[str],
+        *,
+        val_dataset: Any | None = None,
+        names: Sequence[str] | None = None,
+        min_iou: float = DEFAULT_MIN_IOU,
     ) -> pathlib.Path:
         """Write the split as a YOLO-format segmentation dataset: :func:`densecontrast.data.export_yolo`.
 
         Args:
             root: the folder to write (created if missing).
-            val_dataset: the validation split (see :func:`~densecontrast.data.export_yolo`: without
-                one, a warning says that ``val`` points at this split's images).
-            **options: the other keyword options of :func:`~densecontrast.data.export_yolo`.
+            val_dataset: the validation split (without one, a warning says that ``val`` points at this
+                split's images; ``val_dataset=self`` chooses that on purpose).
+            names: the class names (default: this dataset's category names).
+            min_iou: the round-trip IoU under which an instance is reported.
 
         Returns:
             The path of ``root/data.yaml``, for ``YOLO(...).train(data=...)``.
         """
-        return export_yolo(self, root, val_dataset=val_dataset, **options)
+        return export_yolo(self, root, val_dataset=val_dataset, names=names, min_iou=min_iou)
 
     def _info(self) -> dict[str, Any]:
         return {"description": f"densecontrast SyntheticInstances seed={self.seed} split={self.split}"}

@@ -10,15 +10,9 @@ The layout (one folder per split)::
         labels/train/000001.txt   one line per instance: class x1 y1 x2 y2 ... (polygon, normalised)
         report.json               how faithfully each split's polygons give the masks back
 
-**One polygon per instance, holes and parts included.** A YOLO label line holds one polygon, which
-Ultralytics fills with ``cv2.fillPoly`` (even-odd: a region enclosed twice is left empty). A visible mask
-is often a ring around its occluder, has background holes, or is cut into parts; its outline is every
-boundary of it (outer boundaries and hole boundaries, traced through the boundary pixels' centres), joined
-into one closed path by bridges that are walked there and back (zero width, as Ultralytics joins the
-parts of COCO polygons). The bridges are the shortest that connect all boundaries (a minimum spanning
-tree). Filling the polygon at the image's size gives back the mask exactly, except the pixels under a
-bridge that crosses pixels of other objects or background: a bridge between two parts, or one reaching an
-island inside a hole. Those pixels are the only loss, and the export measures it.
+**One polygon per instance, holes and parts included** (:func:`~densecontrast.data.polygons.mask_to_polygon`):
+filled the way Ultralytics fills it, the polygon gives the mask back exactly, except the pixels under
+the bridges that join an instance's parts.
 
 **The round trip is measured, never assumed.** After writing a split, every instance's polygon is read
 back from the label file and filled the way Ultralytics' ``YOLODataset`` does (its own resampling and
@@ -42,11 +36,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from .iterate import iterate_items
+from .polygons import normalise, outline
 
-__all__ = ["DEFAULT_MIN_IOU", "YoloExportWarning", "export_yolo", "mask_to_polygon"]
+__all__ = ["DEFAULT_MIN_IOU", "YoloExportWarning", "export_yolo"]
 
 DEFAULT_MIN_IOU = 0.9
 """The IoU under which an instance's written polygon counts as unfaithful to its mask (and is reported)."""
@@ -81,160 +75,6 @@ def _imports() -> tuple[Any, Any, Any]:
     return cv2, np, Image
 
 
-def _rings(array: Any) -> tuple[list[Any], int, int]:
-    """Every boundary of a uint8 mask (H, W) as int64 (P, 2) ``(x, y)`` pixel paths; and parts, holes.
-
-    OpenCV traces a boundary through 8-connected pixels. A diagonal step is split in two through the one
-    of its two corner pixels that belongs to the mask (where there is one): Ultralytics fills a polygon
-    after resampling its edges and truncating the coordinates, and on a diagonal edge the two coordinates
-    cross a pixel border at the same point, where rounding noise would add or drop a pixel.
-    """
-    cv2, np, _ = _imports()
-    contours, hierarchy = cv2.findContours(array, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return [], 0, 0
-    parents = hierarchy.reshape(-1, 4)[:, 3]
-    rings = []
-    for contour in contours:
-        points = contour.reshape(-1, 2).astype(np.int64)
-        step = np.roll(points, -1, axis=0) - points
-        diagonal = np.flatnonzero((np.abs(step) == 1).all(axis=1))
-        if len(points) > 1 and len(diagonal):
-            along_x = points[diagonal] + step[diagonal] * [1, 0]
-            along_y = points[diagonal] + step[diagonal] * [0, 1]
-            use_x = array[along_x[:, 1], along_x[:, 0]] > 0
-            use_y = ~use_x & (array[along_y[:, 1], along_y[:, 0]] > 0)
-            corner = np.where(use_x[:, None], along_x, along_y)
-            split = use_x | use_y
-            points = np.insert(points, diagonal[split] + 1, corner[split], axis=0)
-        rings.append(points)
-    parts = int((parents < 0).sum())
-    return rings, parts, len(rings) - parts
-
-
-def _line(a: Any, b: Any) -> Any:
-    """The pixels strictly between pixels ``a`` and ``b`` on the straight line joining them, (L, 2)."""
-    _, np, _ = _imports()
-    steps = int(np.abs(b - a).max())
-    fractions = np.arange(1, steps)[:, None] / max(steps, 1)
-    return np.rint(a + (b - a) * fractions).astype(np.int64)
-
-
-def _spanning_bridges(rings: list[Any]) -> list[list[tuple[int, int, int]]]:
-    """The shortest bridges joining all rings (Prim's minimum spanning tree over ring distances).
-
-    Returns, for every ring, its children as ``(point index on this ring, child ring, point index on
-    the child)``, rooted at ring 0.
-    """
-    _, np, _ = _imports()
-    count = len(rings)
-    children: list[list[tuple[int, int, int]]] = [[] for _ in range(count)]
-    if count == 1:
-        return children
-    distance = np.full((count, count), np.inf)
-    ends = np.zeros((count, count, 2), dtype=np.int64)
-    for i in range(count):
-        for j in range(i + 1, count):
-            # Chebyshev distance: a bridge of length L covers L - 1 pixels between its ends
-            steps = np.abs(rings[i][:, None, :] - rings[j][None, :, :]).max(axis=2)
-            a, b = np.unravel_index(int(steps.argmin()), steps.shape)
-            distance[i, j] = distance[j, i] = steps[a, b]
-            ends[i, j], ends[j, i] = (a, b), (b, a)
-    in_tree = np.zeros(count, dtype=bool)
-    in_tree[0] = True
-    best, best_from = distance[0].copy(), np.zeros(count, dtype=np.int64)
-    for _ in range(count - 1):
-        candidates = np.where(in_tree, np.inf, best)
-        j = int(candidates.argmin())
-        i = int(best_from[j])
-        children[i].append((int(ends[i, j, 0]), j, int(ends[i, j, 1])))
-        in_tree[j] = True
-        closer = distance[j] < best
-        best[closer], best_from[closer] = distance[j][closer], j
-    return children
-
-
-def _tour(rings: list[Any], children: list[list[tuple[int, int, int]]], ring: int, entry: int) -> list[Any]:
-    """The points of ``ring`` from ``entry`` round to ``entry`` again, each child's tour inserted (over its
-    bridge and back) at the point where it hangs."""
-    points = rings[ring]
-    hanging: dict[int, list[tuple[int, int]]] = {}
-    for at, child, child_entry in children[ring]:
-        hanging.setdefault(at, []).append((child, child_entry))
-    out = []
-    n = len(points)
-    for step in range(n + 1):
-        k = (entry + step) % n
-        out.append(points[k])
-        if step < n:
-            for child, child_entry in hanging.get(k, ()):
-                # the bridge, pixel by pixel, walked back over the very same pixels
-                bridge = list(_line(points[k], rings[child][child_entry]))
-                out.extend(bridge)
-                out.extend(_tour(rings, children, child, child_entry))
-                out.extend(bridge[::-1])
-                out.append(points[k])
-    return out
-
-
-def _simplify(points: Any) -> Any:
-    """Drop repeated points and points in the middle of a straight run (same direction in and out)."""
-    _, np, _ = _imports()
-    keep = np.any(points != np.roll(points, 1, axis=0), axis=1)
-    points = points[keep] if keep.any() else points[:1]
-    if len(points) < 3:
-        return points
-    into = points - np.roll(points, 1, axis=0)
-    out = np.roll(points, -1, axis=0) - points
-    straight = (into[:, 0] * out[:, 1] == into[:, 1] * out[:, 0]) & ((into * out).sum(axis=1) > 0)
-    return points[~straight]
-
-
-def _polygon_pixels(mask: Tensor) -> tuple[Any, int, int]:
-    """The closed path (P, 2) of pixel ``(x, y)`` through every boundary of ``mask``; and parts, holes."""
-    _, np, _ = _imports()
-    array = np.ascontiguousarray((mask != 0).to(torch.uint8).cpu().numpy())
-    rings, parts, holes = _rings(array)
-    if not rings:
-        return np.zeros((0, 2), dtype=np.int64), 0, 0
-    path = np.stack(_tour(rings, _spanning_bridges(rings), 0, 0)[:-1])  # the polygon closes by itself
-    path = _simplify(path)
-    if len(path) < 3:  # one or two pixels: a polygon needs three points, repeat the last
-        path = np.concatenate([path, np.repeat(path[-1:], 3 - len(path), axis=0)])
-    return path, parts, holes
-
-
-def mask_to_polygon(mask: Tensor) -> list[float]:
-    """One polygon whose even-odd filling is a binary mask, as ``[x1, y1, x2, y2, ...]`` normalised to [0, 1].
-
-    The polygon runs through the centres of the mask's boundary pixels (pixel ``(x, y)`` is written
-    ``(x + 0.5) / W, (y + 0.5) / H``), around every part and every hole, the boundaries joined by bridges
-    walked there and back (see the module docstring). Filled with ``cv2.fillPoly`` at the mask's size it
-    gives the mask back exactly, up to the pixels under bridges that cross pixels outside the mask.
-
-    Args:
-        mask: tensor (H, W), nonzero on the instance.
-
-    Returns:
-        The flat list of normalised coordinates, at least three points (a mask of one or two pixels
-        repeats its last point); empty for an empty mask.
-
-    Examples:
-        >>> ring = torch.ones(5, 5, dtype=torch.uint8)
-        >>> ring[2, 2] = 0
-        >>> points = mask_to_polygon(ring)
-        >>> len(points) // 2, min(points), max(points)
-        (10, 0.1, 0.9)
-    """
-    path, _, _ = _polygon_pixels(mask)
-    if len(path) == 0:
-        return []
-    height, width = mask.shape
-    xs = (path[:, 0] + 0.5) / width
-    ys = (path[:, 1] + 0.5) / height
-    return [float(v) for xy in zip(xs.tolist(), ys.tolist()) for v in xy]
-
-
 def _round_trip(polygons: list[list[float]], height: int, width: int) -> tuple[Any, Any]:
     """The masks Ultralytics' YOLODataset makes of one image's label polygons, bool (N, H, W) each:
     one mask per instance (``overlap_mask=False``) and the instances' regions of the index map
@@ -250,7 +90,8 @@ def _round_trip(polygons: list[list[float]], height: int, width: int) -> tuple[A
         return single, overlap
     # As YOLODataset: float32 normalised points, resampled to one length per image, then scaled.
     segments = [np.array(p, dtype=np.float32).reshape(-1, 2) for p in polygons]
-    length = max(1000, max(len(s) for s in segments) + 1)
+    longest = max(len(s) for s in segments)
+    length = longest + 1 if longest > 1000 else 1000
     segments = resample_segments(segments, n=length)
     scale = np.array([width, height], dtype=np.float32)
     segments = [s * scale for s in segments]
@@ -299,16 +140,14 @@ def _write_split(
         height, width = target["masks"].shape[-2:]
         lines, written, shapes = [], [], []
         for k, (mask, label) in enumerate(zip(target["masks"], values)):
-            path, parts, holes = _polygon_pixels(mask)
+            path, parts, holes = outline(mask)
             with_parts += parts > 1
             with_holes += holes > 0
             if len(path) == 0:
                 unfaithful.append({"image": stem, "instance": k, "label": label, "pixels": 0,
                                    "reason": "empty mask: no polygon written"})  # fmt: skip
                 continue
-            xs = (path[:, 0] + 0.5) / width
-            ys = (path[:, 1] + 0.5) / height
-            text = [f"{v:.{_DECIMALS}f}" for xy in zip(xs.tolist(), ys.tolist()) for v in xy]
+            text = [f"{v:.{_DECIMALS}f}" for v in normalise(path, height, width).reshape(-1).tolist()]
             lines.append(" ".join([str(label - 1), *text]))
             written.append(k)
             shapes.append((parts, holes))
