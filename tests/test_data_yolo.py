@@ -220,7 +220,7 @@ def test_tiny_and_empty_masks_are_written_or_reported(tmp_path) -> None:
 def test_without_val_dataset_the_export_warns_that_val_is_the_training_set(tmp_path) -> None:
     ds = SyntheticInstances(2, image_size=32, num_categories=2, seed=1)
     with pytest.warns(YoloExportWarning, match="no val_dataset.*training images"):
-        path = export_yolo(ds, tmp_path)
+        path = export_yolo(ds, tmp_path, min_iou=0.0)
     assert 'val: "images/train"' in path.read_text()
 
 
@@ -229,8 +229,8 @@ def test_val_dataset_is_written_and_silences_the_warning(tmp_path) -> None:
     val = SyntheticInstances(1, image_size=32, num_categories=2, seed=1, split="val")
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "export_yolo: no val_dataset", YoloExportWarning)
-        path = export_yolo(train, tmp_path / "a", val_dataset=val)
-        same = export_yolo(train, tmp_path / "b", val_dataset=train)  # on purpose: no copy, no warning
+        path = export_yolo(train, tmp_path / "a", val_dataset=val, min_iou=0.0)
+        same = export_yolo(train, tmp_path / "b", val_dataset=train, min_iou=0.0)  # on purpose: no warning
     assert 'val: "images/val"' in path.read_text()
     assert sorted(p.name for p in (tmp_path / "a" / "images" / "val").iterdir()) == ["000001.png"]
     assert 'val: "images/train"' in same.read_text() and not (tmp_path / "b" / "images" / "val").exists()
@@ -241,8 +241,8 @@ def test_val_dataset_is_written_and_silences_the_warning(tmp_path) -> None:
 
 def test_the_method_writes_what_the_function_writes(tmp_path) -> None:
     ds = SyntheticInstances(2, image_size=32, num_categories=2, seed=1)
-    a = export_yolo(ds, tmp_path / "a", val_dataset=ds)
-    b = ds.export_yolo(tmp_path / "b", val_dataset=ds)
+    a = export_yolo(ds, tmp_path / "a", val_dataset=ds, min_iou=0.0)
+    b = ds.export_yolo(tmp_path / "b", val_dataset=ds, min_iou=0.0)
     labels = sorted((a.parent / "labels" / "train").iterdir())
     assert len(labels) == 2
     for label in labels:
@@ -320,3 +320,18 @@ def test_a_worker_process_writes_the_same_files(tmp_path, monkeypatch: pytest.Mo
     for name in files:
         assert (worker / name).read_bytes() == (plain / name).read_bytes(), name
     assert (worker / "report.json").read_text() == (plain / "report.json").read_text()
+
+
+def test_instances_sharing_a_class_and_a_box_are_both_read(tmp_path) -> None:
+    """Two instances of one class with the same box (each in two parts, crosswise): Ultralytics' label
+    check drops only rows with the same class and polygon, which distinct masks never share, so the
+    round trip need not check for dropped rows; both come back."""
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[0, 2:5, 2:5] = masks[0, 10:13, 10:13] = True
+    masks[1, 2:5, 10:13] = masks[1, 10:13, 2:5] = True
+    data = _Masks([masks])
+    path = export_yolo(data, tmp_path, val_dataset=data, min_iou=0.0)
+    (item,) = _read_back(path, "train", 1, 16, overlap=False)
+    assert item["cls"].reshape(-1).tolist() == [0.0, 0.0]
+    got = item["masks"].bool()
+    assert all((got[k] & masks[k]).sum() == masks[k].sum() for k in range(2))  # each covers its mask

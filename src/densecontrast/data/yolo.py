@@ -169,7 +169,6 @@ def _write_split(
                     reason = "overlap_mask: a smaller instance's bridge is drawn over it"
                 else:
                     reason = "the polygon's filling differs from the mask"
-
                 unfaithful.append({
                     "image": stem, "instance": k, "label": values[k], "pixels": int(truth[j].sum()),
                     "parts": parts, "holes": holes, "iou": iou, "iou_overlap": iou_overlap, "reason": reason,
