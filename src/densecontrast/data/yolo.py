@@ -21,7 +21,7 @@ with smaller instances drawn over larger ones), and compared with the instance's
 gives the figures; instances whose IoU falls below ``min_iou`` in either mode, and masks that could not be
 written (empty ones), are listed there and in a :class:`YoloExportWarning`.
 
-Needs ``pillow`` (images), ``opencv-python`` (contours, filling) and ``ultralytics`` (its resampling and
+Needs ``pillow`` (images), ``opencv-python`` (outlines, filling) and ``ultralytics`` (its resampling and
 rasterisation, for the round trip); all come with ``pip install 'densecontrast[ultralytics]'``.
 """
 
