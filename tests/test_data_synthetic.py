@@ -166,8 +166,8 @@ def _digest(dataset: SyntheticInstances) -> str:
     ],
 )
 def test_items_are_pinned(kwargs: dict, expected: str) -> None:
-    """The generator's output for a seed is fixed: these digests were taken when the generator moved to its
-    own module, and any change to the items (images or targets) changes them."""
+    """The generator's output for a seed is fixed: any change to the items (images or targets) changes
+    these digests."""
     assert _digest(SyntheticInstances(**kwargs)) == expected
 
 
