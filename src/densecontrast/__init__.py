@@ -2,7 +2,7 @@
 
 The core imports torch only. Framework adapters live in :mod:`densecontrast.adapters`, the
 segmentation-error analysis in :mod:`densecontrast.analysis`, synthetic data in
-:mod:`densecontrast.datasets`; each imports its optional dependencies when used.
+:mod:`densecontrast.data`; each imports its optional dependencies when used.
 """
 
 from .gather import gather_pixels
