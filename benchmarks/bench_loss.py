@@ -7,12 +7,18 @@ the R x 3K sampled rows, plus writing one dense gradient of the size of ``feats`
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from _common import roi_batch, synchronize
 
 from densecontrast import DenseContrastiveLoss
-from densecontrast._released import ReleasedDenseContrastiveLoss
+
+# The released algorithm is test-only code (it does not ship in the wheel): it lives in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _released import ReleasedDenseContrastiveLoss
 
 K = 32
 C = 256

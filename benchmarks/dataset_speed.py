@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from densecontrast.datasets import SyntheticInstances, collate_detection
+from densecontrast.data import SyntheticInstances, collate_detection
 
 CONFIGS = {
     "128 x 128, 2-6 objects": ({"image_size": 128}, 40),
@@ -65,7 +65,7 @@ def _load_other(src: Path) -> type:
     module = importlib.util.module_from_spec(spec)
     sys.modules["densecontrast_other"] = module
     spec.loader.exec_module(module)
-    return importlib.import_module("densecontrast_other.datasets").SyntheticInstances
+    return importlib.import_module("densecontrast_other.datasets").SyntheticInstances  # in every version
 
 
 def main() -> None:

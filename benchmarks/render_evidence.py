@@ -1,12 +1,17 @@
-"""Render the evidence run's JSON into docs/evidence.md (between markers) and docs/img/evidence*.png.
+"""Render the evidence study's JSON into docs/evidence.md (between markers) and its pictures.
 
 Usage::
 
-    python benchmarks/render_evidence.py     # profile cpu -> docs/evidence.md, docs/img/evidence.png
-    python benchmarks/render_evidence.py --profile quick --doc /tmp/e.md --img /tmp/e.png
+    python benchmarks/render_evidence.py     # profile cpu -> docs/evidence.md, docs/img/evidence*.png
+    python benchmarks/render_evidence.py --profile quick --doc /tmp/e.md --img-dir /tmp
 
-Only the part of the page between ``<!-- evidence:begin -->`` and ``<!-- evidence:end -->`` is replaced
-(the prose around it stays); runs that have not finished are listed as missing.
+Both regimes are rendered: ``scratch`` (``results/evidence/<profile>/``) and ``finetune``
+(``results/evidence/finetune/<profile>/``). For each: every run, mean ± standard deviation per model,
+the paired differences to the Baseline of the same seed with a 95% confidence interval (paired t), the
+paper's Table 1 (AP and box AP per λ) and Table 8 (AP and ΔAP per error type) layouts, the runs on the
+tuning split with the choices made there, and one plot of ΔAP vs λ per regime. Only the part of the page
+between ``<!-- evidence:begin -->`` and ``<!-- evidence:end -->`` is replaced; runs that have not
+finished are listed as missing.
 """
 
 from __future__ import annotations
@@ -16,19 +21,22 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "evidence"
 BEGIN, END = "<!-- evidence:begin -->", "<!-- evidence:end -->"
 VARIANTS = ("baseline", "dcl")
-# (key, heading, percent?, lower is better?)
+SEEDS = (0, 1, 2, 3, 4)
+# (key, heading, lower is better?)
 METRICS = (
-    ("ap", "AP", True, False),
-    ("ap50", "AP50", True, False),
-    ("ap75", "AP75", True, False),
-    ("fFP", "ΔAP_fFP", True, True),
-    ("bFP", "ΔAP_bFP", True, True),
-    ("FN", "ΔAP_FN", True, True),
+    ("ap", "AP", False),
+    ("ap50", "AP50", False),
+    ("ap75", "AP75", False),
+    ("box_ap", "box AP", False),
+    ("fFP", "ΔAP_fFP", True),
+    ("bFP", "ΔAP_bFP", True),
+    ("FN", "ΔAP_FN", True),
 )
 COMPACT = (
     ("intra", "intra", False),
@@ -36,6 +44,45 @@ COMPACT = (
     ("background", "inst-bg", True),
     ("separation", "separation", False),
 )
+PAPER_TABLE1 = {0.0: (32.4, 37.6), 0.2: (34.5, None), 0.4: (35.1, None), 0.6: (35.0, None), 0.8: (35.3, None),
+                1.0: (36.1, None), 1.2: (36.5, 39.8), 1.4: (35.3, None)}  # fmt: skip
+"""The paper's Table 1 (Cityscapes, R50-FPN): λ -> (mask AP, box AP where the paper gives it)."""
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)  # fmt: skip
+
+
+def t_quantile(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30).
+
+    Examples:
+        >>> t_quantile(4), t_quantile(100)
+        (2.776, 1.96)
+    """
+    if df < 1:
+        raise ValueError(f"df must be >= 1; got {df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% confidence interval (paired t): ``(mean, low, high)``.
+
+    NaN values are left out; with fewer than two values the interval is NaN.
+
+    Examples:
+        >>> paired_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(2) = 4.303
+        (2.0, -0.4842, 4.4842)
+    """
+    values = [d for d in diffs if not math.isnan(d)]
+    if not values:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return round(mean, 6), round(mean - half, 4), round(mean + half, 4)
 
 
 def load(folder: Path) -> dict[tuple[int, str], dict]:
@@ -50,26 +97,33 @@ def load(folder: Path) -> dict[tuple[int, str], dict]:
     return runs
 
 
-def variants_of(runs: dict[tuple[int, str], dict], folder: Path | None = None) -> list[str]:
-    """Baseline, +DCL, then +DCL at other λ: those with runs and those with a folder (runs started)."""
-    found = {v for _, v in runs if v.startswith("dcl@")}
-    if folder is not None:
-        found |= {f"dcl@{d.name.removeprefix('weight')}" for d in folder.glob("weight*") if d.is_dir()}
-    extra = sorted(found, key=lambda v: float(v[4:]))
-    return [*VARIANTS, *extra]
+def weight_of(variant: str, runs: dict[tuple[int, str], dict]) -> float:
+    """λ of a variant: 0 for the Baseline, else read from its runs' configuration."""
+    if variant.startswith("baseline"):
+        return 0.0
+    weights = {float(r["config"]["weight"]) for (_, v), r in runs.items() if v == variant}
+    if len(weights) == 1:
+        return weights.pop()
+    return float(variant[4:]) if "@" in variant else 1.2
+
+
+def variants_of(runs: dict[tuple[int, str], dict]) -> list[str]:
+    """Baseline first, then +DCL variants by increasing λ."""
+    found = {v for _, v in runs if v != "baseline"}
+    return ["baseline", *sorted(found, key=lambda v: weight_of(v, runs))]
 
 
 def name_of(variant: str, runs: dict[tuple[int, str], dict]) -> str:
-    if variant == "baseline":
-        return "Baseline"
-    weights = {r["config"]["weight"] for (_, v), r in runs.items() if v == variant}
-    weight = weights.pop() if len(weights) == 1 else (variant[4:] if "@" in variant else "1.2")
-    return f"+DCL λ={weight:g}" if isinstance(weight, float) else f"+DCL λ={weight}"
+    return "Baseline" if variant.startswith("baseline") else f"+DCL λ={weight_of(variant, runs):g}"
 
 
 def value(record: dict, key: str) -> float:
+    """A figure of a run: AP-like values in percent, compactness as cosine; NaN when not recorded."""
     if key in ("ap", "ap50", "ap75"):
         return 100 * record[key]
+    if key.startswith("box_"):
+        box = record.get("box")
+        return math.nan if box is None else 100 * box[key.removeprefix("box_")]
     if key in ("fFP", "bFP", "FN"):
         return 100 * record["delta"][key]
     v = record["compactness"][key]
@@ -89,177 +143,271 @@ def fmt(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def render(
-    runs: dict[tuple[int, str], dict], seeds: list[int], img_name: str, folder: Path | None = None
-) -> str:
+def fmt_interval(mean: float, low: float, high: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    if math.isnan(low):
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def digits_of(key: str) -> int:
+    """Decimals shown: 1 for AP points, 3 for cosine similarities, 2 for the separation ratio."""
+    if key == "separation":
+        return 2
+    return 3 if key in {k for k, *_ in COMPACT} else 1
+
+
+def paired(runs: dict[tuple[int, str], dict], variant: str) -> tuple[list[int], dict[str, list[float]]]:
+    """Seeds where both the Baseline and ``variant`` finished, and the per-seed differences per figure."""
+    seeds = sorted(s for s, v in runs if v == variant and (s, "baseline") in runs)
+    diffs = {
+        k: [value(runs[(s, variant)], k) - value(runs[(s, "baseline")], k) for s in seeds]
+        for k, *_ in (*METRICS, *COMPACT)
+    }
+    return seeds, diffs
+
+
+def render_regime(regime: str, runs: dict[tuple[int, str], dict], seeds: list[int], img: str) -> str:
+    """The tables of one regime (markdown)."""
     lines: list[str] = []
-    variants = variants_of(runs, folder)
+    if not runs:
+        return f"No {regime} run has finished yet.\n"
+    variants = variants_of(runs)
     names = {v: name_of(v, runs) for v in variants}
     missing = [f"seed {s} {names[v]}" for s in seeds for v in variants if (s, v) not in runs]
-    done = sorted(runs)
-    if done:
-        c = runs[done[0]]["config"]
-        lines.append(
-            f"Configuration (identical for every run): {c['backbone']}-FPN{c['fpn_channels']}, mask head "
-            f"{c['mask_channels']}, {c['steps']} steps x {c['batch_size']} images of {c['image_size']} px, "
-            f"AdamW lr {c['lr']} with {c['warmup']} warm-up steps and cosine decay; "
-            f'{c["train_images"]} training images (split "train", seed s), evaluated on {c["val_images"]} '
-            f'held-out images (split "{c["val_split"]}", seed s).'
+    c = runs[sorted(runs)[0]]["config"]
+    start = "from random weights"
+    if regime == "finetune":
+        p = c.get("pretraining", {})
+        start = (
+            f"from a backbone and FPN pretrained without the loss for {p.get('steps')} steps on "
+            f"{p.get('source_categories')}-category source scenes (base seed {p.get('source_seed')}), stages "
+            f"up to {c.get('freeze_at')} frozen"
         )
-        lines.append("")
-    if missing:
-        lines.append(
-            f"**Not finished yet:** {', '.join(missing)}. The tables below hold the finished runs only."
-        )
-        lines.append("")
-    header = "| seed | model | " + " | ".join(h for _, h, _, _ in METRICS) + " | "
-    header += " | ".join(h for _, h, _ in COMPACT) + " | run CPU min |"
-    lines += ["### Every run (percent; compactness as cosine similarity)", "", header]
-    lines.append("|" + "---|" * (3 + len(METRICS) + len(COMPACT)))
-    done = sorted(done, key=lambda k: (k[0], variants.index(k[1])))
-    for seed, variant in done:
-        r = runs[(seed, variant)]
-        cells = [f"{value(r, k):.1f}" for k, _, _, _ in METRICS]
-        cells += [f"{value(r, k):.3f}" if k != "separation" else f"{value(r, k):.2f}" for k, _, _ in COMPACT]
-        cpu = r["cpu_seconds"]
-        lines.append(f"| {seed} | {names[variant]} | " + " | ".join(cells) + f" | {cpu / 60:.1f} |")
+    lines.append(
+        f"Configuration: {c['backbone']}-FPN{c['fpn_channels']}, mask head {c['mask_channels']}, trained "
+        f"{start}; {c['steps']} steps x {c['batch_size']} images of {c['image_size']} px, "
+        f"AdamW lr {c['lr']:g} with {c['warmup']} warm-up steps and cosine decay; "
+        f"{c['train_images']} training images "
+        f'(split "train", seed s), evaluated on {c["val_images"]} held-out images (split "val", seed s).'
+    )
     lines.append("")
-    lines += ["### Mean ± standard deviation over seeds", ""]
-    lines.append("| model | n | " + " | ".join(h for _, h, _, _ in METRICS) + " | "
-                 + " | ".join(h for _, h, _ in COMPACT) + " |")  # fmt: skip
-    lines.append("|" + "---|" * (2 + len(METRICS) + len(COMPACT)))
-    for variant in variants:
-        rs = [runs[k] for k in done if k[1] == variant]
-        if not rs:
-            continue
-        cells = [fmt(*mean_std([value(r, k) for r in rs]), 1) for k, _, _, _ in METRICS]
-        cells += [
-            fmt(*mean_std([value(r, k) for r in rs]), 2 if k == "separation" else 3) for k, _, _ in COMPACT
+    if missing:
+        lines += [f"**Not finished yet:** {', '.join(missing)}. The tables hold the finished runs only.", ""]
+    heads = [h for _, h, _ in METRICS] + [h for _, h, _ in COMPACT]
+    lines += [
+        "Every run (percent; compactness as cosine similarity; detections: drawn at score ≥ 0.5 / "
+        "ground truth)",
+        "",
+        "| seed | model | " + " | ".join(heads) + " | detections | run CPU min |",
+        "|" + "---|" * (4 + len(heads)),
+    ]
+    for seed, variant in sorted(runs, key=lambda k: (k[0], variants.index(k[1]))):
+        r = runs[(seed, variant)]
+        cells = [
+            "–" if math.isnan(value(r, k)) else f"{value(r, k):.{digits_of(k)}f}"
+            for k, *_ in (*METRICS, *COMPACT)
         ]
+        det = r.get("detections")
+        det_cell = f"{det['score_at_least_0.5']} / {det['ground_truth']}" if det else "–"
+        lines.append(
+            f"| {seed} | {names[variant]} | "
+            + " | ".join(cells)
+            + f" | {det_cell} | {r['cpu_seconds'] / 60:.1f} |"
+        )
+    lines += ["", "Mean ± standard deviation over seeds, and paired differences to the Baseline of the "
+              "same seed with their 95% confidence interval (paired t)", ""]  # fmt: skip
+    lines += ["| model | n | " + " | ".join(heads) + " |", "|" + "---|" * (2 + len(heads))]
+    for variant in variants:
+        rs = [r for (_, v), r in runs.items() if v == variant]
+        cells = [fmt(*mean_std([value(r, k) for r in rs]), digits_of(k)) for k, *_ in (*METRICS, *COMPACT)]
         lines.append(f"| {names[variant]} | {len(rs)} | " + " | ".join(cells) + " |")
     sentences = []
-    for dcl in variants[1:]:
-        paired = [s for s in seeds if (s, "baseline") in runs and (s, dcl) in runs]
-        if not paired:
+    for variant in variants[1:]:
+        seeds_p, diffs = paired(runs, variant)
+        if not seeds_p:
             continue
-        diffs = {
-            k: [value(runs[(s, dcl)], k) - value(runs[(s, "baseline")], k) for s in paired]
-            for k, *_ in (*METRICS, *COMPACT)
-        }
-        cells = [fmt(*mean_std(diffs[k]), 1) for k, _, _, _ in METRICS]
-        cells += [fmt(*mean_std(diffs[k]), 2 if k == "separation" else 3) for k, _, _ in COMPACT]
-        lines.append(f"| {names[dcl]} − Baseline (paired) | {len(paired)} | " + " | ".join(cells) + " |")
-        fn_lower = sum(d < 0 for d in diffs["FN"])
-        ap_higher = sum(d > 0 for d in diffs["ap"])
-        intra_higher = sum(d > 0 for d in diffs["intra"])
+        cells = [fmt_interval(*paired_interval(diffs[k]), digits_of(k)) for k, *_ in (*METRICS, *COMPACT)]
+        lines.append(f"| {names[variant]} − Baseline | {len(seeds_p)} | " + " | ".join(cells) + " |")
+        ap_mean, ap_lo, ap_hi = paired_interval(diffs["ap"])
+        verdict = (
+            "helps" if ap_lo > 0 else "hurts" if ap_hi < 0 else "cannot be told from no change"
+        ) if not math.isnan(ap_lo) else "is not resolved (one seed)"  # fmt: skip
         sentences.append(
-            f"Paired by seed ({len(paired)} of {len(seeds)} seeds finished): {names[dcl]} lowered ΔAP_FN in "
-            f"{fn_lower} "
-            f"of {len(paired)} seeds (mean change {fmt(*mean_std(diffs['FN']), 1)} points), raised AP in "
-            f"{ap_higher} of {len(paired)} (mean change {fmt(*mean_std(diffs['ap']), 1)} points), and made "
-            f"instance features more compact (higher intra) in {intra_higher} of {len(paired)}."
+            f"{names[variant]}: AP {fmt_interval(ap_mean, ap_lo, ap_hi, 1)} over {len(seeds_p)} paired seeds "
+            f"(higher in {sum(d > 0 for d in diffs['ap'])}), "
+            f"ΔAP_FN lower in {sum(d < 0 for d in diffs['FN'])} of {len(seeds_p)}, "
+            f"features more compact in {sum(d > 0 for d in diffs['intra'])}: the loss "
+            f"{verdict} at this weight."
         )
-    lines += ["", *(f"- {t}" for t in sentences)]
-    lines += ["", f"![Evidence: per-seed values and mean ± std](img/{img_name})", ""]
+    lines += ["", *(f"- {t}" for t in sentences), ""]
+    lines += table1(runs), table8(runs)
+    lines += [f"![ΔAP vs λ with 95% intervals](img/{img})", ""]
     return "\n".join(lines)
 
 
-def tuning_table(runs: dict[tuple[int, str], dict]) -> str:
-    """The runs on the tuning split (split "test", seed 1000 + s), which chose the configuration."""
+def table1(runs: dict[tuple[int, str], dict]) -> str:
+    """The paper's Table 1 layout: mask AP and box AP per λ (means over seeds), with the paper's values."""
+    lines = ["The paper's Table 1 layout (means over seeds; the paper's Cityscapes values beside them)", "",
+             "| λ | n | AP (here) | box AP (here) | AP (paper) | box AP (paper) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for variant in variants_of(runs):
+        w = weight_of(variant, runs)
+        rs = [r for (_, v), r in runs.items() if v == variant]
+        ap = fmt(mean_std([value(r, "ap") for r in rs])[0], math.nan, 1)
+        box = fmt(mean_std([value(r, "box_ap") for r in rs])[0], math.nan, 1)
+        paper = PAPER_TABLE1.get(round(w, 1))
+        pa = f"{paper[0]:.1f}" if paper else "–"
+        pb = f"{paper[1]:.1f}" if paper and paper[1] is not None else "–"
+        lines.append(f"| {w:g} | {len(rs)} | {ap} | {box} | {pa} | {pb} |")
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def table8(runs: dict[tuple[int, str], dict]) -> str:
+    """The paper's Table 8 layout: AP and ΔAP per error type per model (means over seeds)."""
+    lines = ["The paper's Table 8 layout (means over seeds; the paper, Cityscapes: Baseline 32.3 / 2.7 / "
+             "2.2 / 21.2, +DCL 36.5 / 2.9 / 2.0 / 18.8)", "",
+             "| model | AP | ΔAP_fFP | ΔAP_bFP | ΔAP_FN |", "|---|---|---|---|---|"]  # fmt: skip
+    for variant in variants_of(runs):
+        rs = [r for (_, v), r in runs.items() if v == variant]
+        cells = [fmt(mean_std([value(r, k) for r in rs])[0], math.nan, 1) for k in ("ap", "fFP", "bFP", "FN")]
+        lines.append(f"| {name_of(variant, runs)} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def tuning_table(runs: dict[tuple[int, str], dict], title: str, choices: list[str]) -> str:
+    """The runs on the tuning split (split "test", seed 1000 + s) and what was chosen from them."""
     if not runs:
         return ""
     variants = variants_of(runs)
     lines = [
-        "### Tuning split (chose λ for the demo; never used for the evaluation above)",
+        title,
         "",
-        "| seed | model | eval split | AP | AP50 | AP75 | ΔAP_fFP | ΔAP_bFP | ΔAP_FN | intra | separation |",
+        "| seed | model | lr | eval split | AP | AP50 | box AP | ΔAP_fFP | ΔAP_bFP | ΔAP_FN | intra |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for seed, variant in sorted(runs, key=lambda k: (k[0], variants.index(k[1]))):
+    for seed, variant in sorted(runs, key=lambda k: (k[0], variants.index(k[1]), k[1])):
         r = runs[(seed, variant)]
         e = r["eval_split"]
-        split = f"{e['split']} / seed {e['seed']} / {e['images']} images"
-        cells = [f"{value(r, k):.1f}" for k, _, _, _ in METRICS]
-        cells += [f"{value(r, 'intra'):.3f}", f"{value(r, 'separation'):.2f}"]
-        lines.append(f"| {seed} | {name_of(variant, runs)} | {split} | " + " | ".join(cells) + " |")
-    return "\n".join([*lines, ""])
+        split = f"{e['split']} / seed {e['seed']}"
+        cells = ["–" if math.isnan(value(r, k)) else f"{value(r, k):.1f}" for k in
+                 ("ap", "ap50", "box_ap", "fFP", "bFP", "FN")]  # fmt: skip
+        lr = f"{r['config']['lr']:g}"
+        lines.append(
+            f"| {seed} | {name_of(variant, runs)} | {lr} | {split} | " + " | ".join(cells)
+            + f" | {value(r, 'intra'):.3f} |"
+        )  # fmt: skip
+    return "\n".join([*lines, "", *(f"- {c}" for c in choices), ""]) + "\n"
 
 
-def plot(runs: dict[tuple[int, str], dict], path: Path) -> None:
-    import matplotlib
+def finetune_tuning(folder: Path) -> tuple[dict[tuple[int, str], dict], list[str]]:
+    """The fine-tuning regime's tuning runs (recipe candidates and λ sweep) and the choices they made."""
+    runs: dict[tuple[int, str], dict] = {}
+    choices = []
+    for candidate in sorted(folder.glob("lr*")):
+        for (seed, variant), r in load(candidate).items():
+            runs[(seed, f"{variant}@{candidate.name}")] = r
+    recipe_path = folder / "recipe.json"
+    if recipe_path.exists():
+        recipe = json.loads(recipe_path.read_text())
+        aps = ", ".join(f"lr {k}: AP {100 * v:.1f}" for k, v in recipe["candidates"].items())
+        choices.append(f"Recipe: lr {recipe['lr']:g} ({aps}; rule: {recipe['rule']}).")
+    sweep = {k: v for k, v in load(folder).items() if k[1] != "baseline"}
+    runs.update(sweep)
+    base = [r for (s, v), r in runs.items() if v.startswith("baseline@") and recipe_path.exists()
+            and r["config"]["lr"] == json.loads(recipe_path.read_text())["lr"]]  # fmt: skip
+    if base and sweep:
+        best = max(sweep.items(), key=lambda kv: kv[1]["ap"])
+        w = float(best[1]["config"]["weight"])
+        beats = best[1]["ap"] > base[0]["ap"]
+        choices.append(
+            f"λ sweep on the tuning split: best λ = {w:g} (AP {100 * best[1]['ap']:.1f} against the "
+            f"Baseline's {100 * base[0]['ap']:.1f}; {'above' if beats else 'not above'} the Baseline)."
+        )
+    return runs, choices
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    panels = [(k, h, lower) for k, h, _, lower in METRICS] + [(k, h, lower) for k, h, lower in COMPACT]
-    fig, axes = plt.subplots(2, 6, figsize=(16, 6.2))
-    colours = {"baseline": "#1f77b4", "dcl": "#d62728"}
-    seeds = sorted({s for s, _ in runs})
-    variants = variants_of(runs)
-    extra = ["#ff7f0e", "#2ca02c", "#9467bd"]
-    for j, v in enumerate(variants[2:]):
-        colours[v] = extra[j % len(extra)]
-    for ax, (key, heading, lower) in zip(axes.flat, panels):
-        for s in seeds:
-            pair = [(i, value(runs[(s, v)], key)) for i, v in enumerate(variants) if (s, v) in runs]
-            if len(pair) >= 2:
-                ax.plot([p[0] for p in pair], [p[1] for p in pair], color="#bbbbbb", linewidth=0.8, zorder=1)
-        for i, variant in enumerate(variants):
-            vals = [value(runs[(s, variant)], key) for s in seeds if (s, variant) in runs]
-            vals = [v for v in vals if not math.isnan(v)]
-            if not vals:
-                continue
-            ax.scatter([i] * len(vals), vals, color=colours[variant], s=22, zorder=2, alpha=0.8)
-            m, sd = mean_std(vals)
-            ax.errorbar([i + 0.18], [m], yerr=[0 if math.isnan(sd) else sd], fmt="D", color=colours[variant],
-                        capsize=4, markersize=6, zorder=3)  # fmt: skip
-        ax.set_xticks(range(len(variants)), [name_of(v, runs).replace(" λ", "\nλ") for v in variants])
-        ax.set_xlim(-0.5, len(variants) - 0.4)
-        unit = " (%)" if key in ("ap", "ap50", "ap75", "fFP", "bFP", "FN") else ""
-        ax.set_title(f"{heading}{unit}  {'↓' if lower else '↑'}", fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-        ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
+def plot_lambda(regimes: dict[str, dict[tuple[int, str], dict]], path: Path) -> None:
+    """ΔAP (paired, +DCL − Baseline) vs λ per regime, for AP, box AP and ΔAP_FN, with 95% intervals."""
+    from matplotlib.figure import Figure
+
+    keys = (("ap", "mask AP"), ("box_ap", "box AP"), ("FN", "ΔAP_FN (lower: fewer FN errors)"))
+    fig = Figure(figsize=(4.2 * len(keys), 3.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    colours = {"scratch": "#d62728", "finetune": "#1f77b4"}
+    shift = {"scratch": -0.012, "finetune": 0.012}  # side by side where both regimes have a λ
+    for ax, (key, heading) in zip(axes, keys):
+        for regime, runs in regimes.items():
+            xs, ms, los, his = [], [], [], []
+            for variant in variants_of(runs)[1:]:
+                _, diffs = paired(runs, variant)
+                m, lo, hi = paired_interval(diffs[key])
+                if math.isnan(m):
+                    continue
+                xs.append(weight_of(variant, runs) + shift.get(regime, 0.0))
+                ms.append(m)
+                los.append(m - lo if not math.isnan(lo) else 0.0)
+                his.append(hi - m if not math.isnan(hi) else 0.0)
+            if xs:
+                ax.errorbar(xs, ms, yerr=[los, his], fmt="o-", capsize=4, color=colours.get(regime, "k"),
+                            label=regime)  # fmt: skip
+        ax.axhline(0.0, color="#777777", linewidth=0.8)
+        ax.set_xlabel("λ (loss weight)")
+        ax.set_ylabel("+DCL − Baseline (AP points)")
+        ax.set_title(heading, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(
-        "Baseline vs +DCL, one dot per seed (grey lines pair a seed), diamond = mean ± std. "
-        "Top: mask AP and ΔAP per error type; bottom: feature compactness (cosine)",
-        fontsize=10,
+        "Paired difference to the Baseline of the same seed; bars: 95% confidence interval", fontsize=10
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+    """The generated part of the page and a summary (per regime: per variant the paired AP interval)."""
+    scratch = load(results / profile)
+    fine = load(results / "finetune" / profile)
+    parts = ["## Fine-tuning regime (pretrained backbone, the paper's regime)", "",
+             render_regime("finetune", fine, seeds, "evidence_lambda.png")]  # fmt: skip
+    runs_t, choices = finetune_tuning(results / "finetune" / profile / "tuning")
+    parts.append(tuning_table(runs_t, "Tuning split of the fine-tuning regime (chose the recipe and λ; never "
+                              "used for the evaluation above)", choices))  # fmt: skip
+    parts += ["## From-scratch regime", "", render_regime("scratch", scratch, seeds, "evidence_lambda.png")]
+    parts.append(tuning_table(load(results / profile / "tuning"), "Tuning split of the from-scratch regime "
+                              "(chose the demo's λ)", []))  # fmt: skip
+    regimes = {"scratch": scratch, "finetune": fine}
+    if scratch or fine:
+        plot_lambda({k: v for k, v in regimes.items() if v}, img_dir / "evidence_lambda.png")
+    summary = {
+        regime: {
+            name_of(v, runs): dict(zip(("mean", "low", "high"), paired_interval(paired(runs, v)[1]["ap"])))
+            for v in variants_of(runs)[1:]
+        }
+        for regime, runs in regimes.items()
+    }
+    return "\n".join(parts), summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", help="results/evidence/<profile> (default cpu)")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--doc", type=Path, default=ROOT.parent / "docs" / "evidence.md")
-    parser.add_argument("--img", type=Path, default=ROOT.parent / "docs" / "img" / "evidence.png")
+    parser.add_argument("--img-dir", type=Path, default=ROOT.parent / "docs" / "img")
     args = parser.parse_args(argv)
-    runs = load(args.results / args.profile)
-    body = render(runs, args.seeds, args.img.name, args.results / args.profile)
-    body += "\n" + tuning_table(load(args.results / args.profile / "tuning"))
-    if runs:
-        plot(runs, args.img)
+    body, summary = render(args.results, args.profile, args.img_dir, args.seeds)
     text = args.doc.read_text() if args.doc.exists() else f"# Evidence\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{args.doc} lacks the markers {BEGIN} ... {END}")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     args.doc.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
-    (args.results / args.profile / "summary.json").write_text(
-        json.dumps(
-            {
-                f"seed{s}_{v}": {k: value(r, k) for k, *_ in (*METRICS, *COMPACT)}
-                for (s, v), r in runs.items()
-            },
-            indent=1,
-        )
-    )
-    print(f"wrote {args.doc} ({len(runs)} runs) and {args.img}")
+    (args.results / f"summary-{args.profile}.json").write_text(json.dumps(summary, indent=1))
+    print(f"wrote {args.doc} and {args.img_dir / 'evidence_lambda.png'}")
     return 0
 
 

@@ -59,6 +59,7 @@ def test_dynamic_r_compiles_once_fullgraph_aot_eager() -> None:
     for r in (4, 7, 40):
         _assert_same(*_eager_and_compiled(crit, compiled, r, with_samples=True))
         frames.append(counter.frame_count)
+        assert torch.equal(compiled.last_valid_rois, crit.last_valid_rois)  # set inside the graph too
     assert frames[0] == frames[-1]  # one graph for every R
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from hypothesis import given
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from densecontrast import gather_pixels
+from densecontrast import DenseContrastiveLoss, gather_pixels, sample_pixels
 from densecontrast.gather import gather_pixels_passthrough
 
 
@@ -133,49 +134,139 @@ def test_bad_inputs(feats: object, index: object, error: type[Exception], match:
         gather_pixels(feats, index)  # type: ignore[arg-type]
 
 
-def _passthrough_vs_plain(consume, channels_last: bool = False, create_graph: bool = False):
-    """Gradients of consume(feats_out) + sum(rows^2), via the passthrough and via two plain consumers."""
+# --- The passthrough: private behind the loss's forward_passthrough ----------------------------------------
+
+
+def _residual_gradients(gather) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """feats' gradient of a residual block whose skip branch was computed before the gather."""
     g = torch.Generator().manual_seed(0)
-    base = _layout(torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64), channels_last)
-    index = torch.tensor([[0, 24, 24, 3], [7, 7, 7, 7], [1, 2, 3, 4]])
+    feats = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([[0, 5, 5, 15], [3, 3, 8, 9]])
+    skip = feats * 3.0  # computed before: its backward runs after the gather's
+    out, rows = gather(feats, index)
+    total = (out + skip).square().sum() + rows.pow(3).sum()
+    (grad,) = torch.autograd.grad(total, feats)
+    return grad
+
+
+def test_deprecated_passthrough_warns_and_gives_autograd_gradients_in_a_residual() -> None:
+    """The residual case that once returned a corrupted gradient now equals plain autograd."""
+    with pytest.warns(FutureWarning, match="gather_pixels_passthrough is deprecated"):
+        got = _residual_gradients(gather_pixels_passthrough)
+    expected = _residual_gradients(lambda f, i: (f, naive_gather(f, i)))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_deprecated_passthrough_returns_feats_and_the_gathered_rows() -> None:
+    feats = torch.randn(2, 3, 4, 4)
+    index = torch.tensor([[1, 2], [3, 15]])
+    with pytest.warns(FutureWarning):
+        out, rows = gather_pixels_passthrough(feats, index)
+    assert out is feats
+    assert torch.equal(rows, gather_pixels(feats, index))
+
+
+def test_passthrough_is_not_public() -> None:
+    import densecontrast
+
+    assert "gather_pixels_passthrough" not in densecontrast.__all__
+
+
+def _passthrough_vs_plain(consume, channels_last: bool = False, create_graph: bool = False):  # type: ignore[no-untyped-def]
+    """Gradients of consume(feats_out, skip) + loss through forward_passthrough, and with feats used twice.
+
+    ``skip = 3 * feats`` is computed before the loss, so its backward runs after the passthrough's.
+    """
+    g = torch.Generator().manual_seed(0)
+    base = _layout(torch.randn(3, 4, 6, 6, generator=g, dtype=torch.float64), channels_last)
+    masks = torch.zeros(3, 6, 6, dtype=torch.bool)
+    masks[:, 1:4, 1:5] = True
+    masks[1] = False  # an invalid RoI
+    samples = sample_pixels(masks, 3, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    crit = DenseContrastiveLoss(k=3, tau=0.3, in_channels=4, proj_channels=3).double()
     grads = []
     for passthrough in (True, False):
         feats = base.clone().requires_grad_(True)
+        skip = feats * 3.0
         if passthrough:
-            out, rows = gather_pixels_passthrough(feats, index)
+            out, loss = crit.forward_passthrough(feats, masks, samples=samples)
         else:
-            out, rows = feats, gather_pixels(feats, index)
-        total = consume(out) + rows.square().sum()
+            out, loss = feats, crit(feats, masks, samples=samples)
+        total = consume(out, skip) + loss
         (grad,) = torch.autograd.grad(total, feats, create_graph=create_graph)
         grads.append(grad)
     return grads
 
 
+CONV = nn.Conv2d(4, 2, 3, padding=1).double()
+
+
+def _retained(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    out.retain_grad()  # out.grad keeps a reference to the gradient the passthrough receives
+    return CONV(out).square().sum()
+
+
+def _hooked(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    kept: list[torch.Tensor] = []
+    out.register_hook(kept.append)
+    return CONV(out).square().sum() + 0.0 * len(kept)
+
+
+CONSUMERS = {
+    "conv": lambda x, s: CONV(x).square().sum(),
+    "expanded_gradient": lambda x, s: x.sum(),
+    "passthrough_unused": lambda x, s: 0.0 * x.detach().sum(),
+    # Misuses of the contract: the gradient is shared, so the backward must copy instead of adding in place.
+    "residual": lambda x, s: (x + s).square().sum(),
+    "residual_of_views": lambda x, s: (x.reshape(-1) + s.reshape(-1)).square().sum(),
+    "cat_with_skip": lambda x, s: torch.cat([x, s]).square().sum(),
+    "retain_grad": _retained,
+    "tensor_hook": _hooked,
+}
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_passthrough_adds_into_the_layer_gradient(channels_last: bool) -> None:
-    conv = nn.Conv2d(4, 2, 3, padding=1).double()
-    fast, plain = _passthrough_vs_plain(lambda x: conv(x).square().sum(), channels_last)
+@pytest.mark.parametrize("consumer", list(CONSUMERS))
+def test_forward_passthrough_gives_autograd_gradients_for_any_consumer(
+    consumer: str, channels_last: bool
+) -> None:
+    fast, plain = _passthrough_vs_plain(CONSUMERS[consumer], channels_last)
     torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "consume",
-    [lambda x: x.sum(), lambda x: 0.0 * x.detach().sum()],
-    ids=["expanded_gradient", "passthrough_unused"],
-)
-def test_passthrough_special_gradients(consume) -> None:
-    fast, plain = _passthrough_vs_plain(consume)
+def test_forward_passthrough_with_create_graph() -> None:
+    fast, plain = _passthrough_vs_plain(CONSUMERS["conv"], create_graph=True)
     torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
 
 
-def test_passthrough_with_create_graph() -> None:
-    conv = nn.Conv2d(4, 2, 1).double()
-    fast, plain = _passthrough_vs_plain(lambda x: conv(x).square().sum(), create_graph=True)
-    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+class _DenseCopies(TorchDispatchMode):
+    """Counts the copies (clone) of tensors of a given shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func.overloadpacket.__name__ == "clone" and tuple(args[0].shape) == self.shape:
+            self.copies += 1
+        return func(*args, **(kwargs or {}))
 
 
-def test_passthrough_returns_the_same_values() -> None:
-    feats = torch.randn(2, 3, 4, 4)
-    out, rows = gather_pixels_passthrough(feats, torch.tensor([[1, 2], [3, 15]]))
-    assert torch.equal(out, feats)
-    assert torch.equal(rows, gather_pixels(feats, torch.tensor([[1, 2], [3, 15]])))
+@pytest.mark.parametrize(("consumer", "copies"), [("conv", 0), ("residual", 1), ("retain_grad", 1)])
+def test_forward_passthrough_adds_in_place_only_into_an_unshared_gradient(consumer: str, copies: int) -> None:
+    """No copy of the dense gradient with a convolution; one where the gradient is shared."""
+    feats = torch.randn(3, 4, 6, 6, requires_grad=True)
+    masks = torch.zeros(3, 6, 6, dtype=torch.bool)
+    masks[:, 1:4, 1:5] = True
+    crit = DenseContrastiveLoss(k=3, in_channels=4, proj_channels=3)
+    conv = nn.Conv2d(4, 2, 3, padding=1)
+    skip = feats * 3.0
+    out, loss = crit.forward_passthrough(feats, masks)
+    if consumer == "retain_grad":
+        out.retain_grad()
+    total = (out + skip).square().sum() if consumer == "residual" else conv(out).square().sum()
+    with _DenseCopies(tuple(feats.shape)) as counter:
+        (total + loss).backward()
+    assert counter.copies == copies

@@ -5,8 +5,9 @@ import pytest
 import torch
 from _reference import reference_validity
 from hypothesis import given
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from densecontrast import PixelSamples, sample_pixels
+from densecontrast import DenseContrastiveLoss, PixelSamples, sample_pixels
 
 
 @st.composite
@@ -79,11 +80,45 @@ def test_deterministic_for_a_generator() -> None:
         assert not torch.equal(a.anchors, c.anchors)
 
 
-def test_anchors_and_positives_are_independent_draws() -> None:
-    masks = torch.ones(1, 10, 10, dtype=torch.bool)
-    masks[0, 0, :5] = False
-    s = sample_pixels(masks, 8, generator=torch.Generator().manual_seed(1))
-    assert not torch.equal(s.anchors, s.positives)
+@pytest.mark.parametrize("replacement", [False, True])
+def test_anchors_and_positives_are_independent_draws(replacement: bool) -> None:
+    """With k = 1 the (anchor, positive) pair is uniform on M x M: a chi-square test of the 144 cells.
+
+    Fixed seed; the test rejects at the 0.1% level, so a correct sampler fails it with probability 0.001
+    over seeds (and never for this seed). Positives that copy, shift or depend on the anchors fail it.
+    """
+    chi2 = pytest.importorskip("scipy.stats").chi2
+    masks = torch.zeros(1, 6, 6, dtype=torch.bool)
+    masks[0, 1:5, 1:4] = True  # 12 instance pixels
+    inside = torch.nonzero(masks[0].flatten()).flatten()
+    rank = torch.full((36,), -1, dtype=torch.int64)
+    rank[inside] = torch.arange(12)  # pixel -> 0..11
+    trials = 14400  # 100 expected per cell
+    s = sample_pixels(
+        masks.expand(trials, 6, 6), 1, replacement=replacement, generator=torch.Generator().manual_seed(11)
+    )
+    cells = rank[s.anchors[:, 0]] * 12 + rank[s.positives[:, 0]]
+    counts = torch.bincount(cells, minlength=144).double()
+    expected = trials / 144
+    stat = float(((counts - expected) ** 2 / expected).sum())
+    assert stat < chi2.ppf(0.999, 143), stat
+
+
+def test_anchor_and_positive_sets_overlap_as_independent_subsets() -> None:
+    """Without replacement, |A ∩ P| of two independent uniform 3-subsets of 12 pixels is hypergeometric.
+
+    A chi-square goodness-of-fit test at the 0.1% level (false-alarm rate 0.001 over seeds), seed fixed.
+    """
+    stats = pytest.importorskip("scipy.stats")
+    masks = torch.zeros(1, 6, 6, dtype=torch.bool)
+    masks[0, 1:5, 1:4] = True  # 12 instance pixels, 24 others
+    trials, k = 8000, 3
+    s = sample_pixels(masks.expand(trials, 6, 6), k, generator=torch.Generator().manual_seed(12))
+    overlap = (s.anchors.unsqueeze(2) == s.positives.unsqueeze(1)).any(dim=2).sum(dim=1)
+    counts = torch.bincount(overlap, minlength=k + 1).double()
+    expected = torch.tensor([stats.hypergeom.pmf(i, 12, k, k) for i in range(k + 1)]) * trials
+    stat = float(((counts - expected) ** 2 / expected).sum())
+    assert stat < stats.chi2.ppf(0.999, k), stat
 
 
 @pytest.mark.parametrize("replacement", [False, True])
@@ -160,3 +195,48 @@ def test_runs_on_device(device: str) -> None:
     assert s.anchors.device.type == device
     rows = torch.arange(8, device=device)[:, None]
     assert bool(masks.flatten(1)[rows, s.anchors][s.valid].all())
+
+
+class _RecordDtypes(TorchDispatchMode):
+    """The dtype of every tensor that an ATen operation returns while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.dtypes.add(t.dtype)
+        return out
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_no_float64_is_ever_created(replacement: bool) -> None:
+    """float64 is missing on some backends (MPS) and slow on others: neither sampler nor loss makes any."""
+    masks = torch.rand(6, 12, 12, generator=torch.Generator().manual_seed(0)) > 0.4
+    feats = torch.randn(6, 8, 12, 12, requires_grad=True)
+    crit = DenseContrastiveLoss(k=4, in_channels=8, proj_channels=4, replacement=replacement)
+    with _RecordDtypes() as recorder:
+        sample_pixels(masks, 4, replacement=replacement, generator=torch.Generator().manual_seed(1))
+        crit(feats, masks, generator=torch.Generator().manual_seed(1)).backward()
+    assert torch.float64 not in recorder.dtypes, recorder.dtypes
+    assert torch.float32 in recorder.dtypes  # the recorder saw the computation
+
+
+def test_with_replacement_draws_every_member_of_large_rows_uniformly() -> None:
+    """Rows with many members (1000 and 600 pixels): chi-square at the 0.1% level, seed fixed."""
+    chi2 = pytest.importorskip("scipy.stats").chi2
+    masks = torch.zeros(1, 40, 40, dtype=torch.bool)
+    masks[0, :25] = True  # 1000 instance pixels, 600 others
+    trials, k = 300, 100
+    s = sample_pixels(
+        masks.expand(trials, 40, 40), k, replacement=True, generator=torch.Generator().manual_seed(9)
+    )
+    for drawn, support in ((s.positives, torch.arange(1000)), (s.negatives, torch.arange(1000, 1600))):
+        counts = torch.bincount(drawn.flatten(), minlength=1600)[support].double()
+        assert int(counts.sum()) == trials * k
+        expected = trials * k / support.numel()
+        stat = float(((counts - expected) ** 2 / expected).sum())
+        assert stat < chi2.ppf(0.999, support.numel() - 1), stat

@@ -28,10 +28,6 @@ def net() -> _Net:
     return _Net()
 
 
-def _no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-
-
 def test_output_capture_equals_module_output(net: _Net) -> None:
     x = torch.randn(5, 4)
     tap = FeatureTap(net.body, what="output")
@@ -61,7 +57,7 @@ def test_args_capture_keeps_all_positional_args(what: str) -> None:
         bil(a, b)
         got = tap.pop()
     assert isinstance(got, tuple) and got[0] is a and got[1] is b
-    assert tap.what == "args"  # "inputs" is the older spelling of "args"
+    assert tap.what == "args"  # "inputs" is another name for "args"
 
 
 def test_captures_are_references_that_inplace_modules_change(net: _Net) -> None:
@@ -125,20 +121,26 @@ def test_remove_and_context_manager(net: _Net) -> None:
     net(torch.randn(1, 4))
     tap.remove()
     assert not tap.active and not tap.captured
-    assert _no_hooks(net)
+    net(torch.randn(1, 4))
+    assert not tap.captured and tap.pop() is None  # the hook is gone: nothing is captured any more
     tap.remove()  # idempotent
     with FeatureTap.on(net, "body.0", what="input") as tap2:
         assert tap2.active
-        assert not _no_hooks(net)
+        net(torch.randn(1, 4))
+        assert tap2.captured
+        tap2.clear()
     assert not tap2.active
-    assert _no_hooks(net)
+    net(torch.randn(1, 4))
+    assert not tap2.captured
 
 
 def test_context_manager_removes_on_exception(net: _Net) -> None:
-    with pytest.raises(RuntimeError, match="boom"), FeatureTap.on(net, "head"):
+    with pytest.raises(RuntimeError, match="boom"), FeatureTap.on(net, "head") as tap:
         net(torch.randn(1, 4))
         raise RuntimeError("boom")
-    assert _no_hooks(net)
+    assert not tap.active
+    net(torch.randn(1, 4))
+    assert not tap.captured
 
 
 def test_unknown_name_lists_close_matches(net: _Net) -> None:
@@ -164,7 +166,6 @@ def test_bad_arguments(net: _Net) -> None:
         FeatureTap.on(net, 3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         FeatureTap.on(object(), "head")  # type: ignore[arg-type]
-    assert _no_hooks(net)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -180,6 +181,45 @@ def test_resolve_module_root_and_nested(net: _Net) -> None:
     assert resolve_module(net, "") is net
     assert resolve_module(net, "body.1") is net.body[1]
     assert resolve_module(net, net.head) is net.head
+
+
+class _KeywordOnly(nn.Module):
+    def forward(
+        self, *, scale: float = 2.0, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return x * scale if bias is None else x * scale + bias
+
+
+def test_input_of_a_call_with_keyword_arguments_only() -> None:
+    """The first positional argument, else the first tensor keyword argument: never a capture of None."""
+    lin = nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    with FeatureTap(lin, what="input") as tap:
+        lin(input=x)
+        assert tap.captured and tap.pop() is x
+    mod, y, b = _KeywordOnly(), torch.randn(3), torch.randn(3)
+    with FeatureTap(mod, what="input") as tap:
+        mod(scale=3.0, x=y, bias=b)  # the first tensor keyword, whatever comes before it
+        assert tap.pop() is y
+        mod(bias=b, x=y)
+        assert tap.pop() is b
+    with FeatureTap(lin, what="args") as tap:
+        lin(input=x)
+        assert tap.captured and tap.pop() == ()  # "args" holds the positional arguments only
+
+
+def test_input_of_a_call_without_any_tensor_names_the_module() -> None:
+    class NoTensor(nn.Module):
+        def forward(self, *, n: int = 3) -> torch.Tensor:
+            return torch.zeros(n)
+
+    mod = NoTensor()
+    with FeatureTap(mod, what="input") as tap:
+        with pytest.raises(
+            ValueError, match=r"what='input'\) on NoTensor: .*no tensor keyword.*'n'.*what='output'"
+        ):
+            mod(n=2)
+        assert not tap.captured and tap.pop() is None
 
 
 def test_repr(net: _Net) -> None:

@@ -2,10 +2,11 @@
 
 The core imports torch only. Framework adapters live in :mod:`densecontrast.adapters`, the
 segmentation-error analysis in :mod:`densecontrast.analysis`, synthetic data in
-:mod:`densecontrast.datasets`; each imports its optional dependencies when used.
+:mod:`densecontrast.data`; each imports its optional dependencies when used.
 """
 
-from .gather import gather_pixels, gather_pixels_passthrough
+from .gather import gather_pixels
+from .gather import gather_pixels_passthrough as gather_pixels_passthrough  # deprecated, not in __all__
 from .infonce import dense_info_nce
 from .loss import DenseContrastiveLoss, dense_contrastive_loss, loss_from_rows, sample_index
 from .projection import ProjectionHead
@@ -23,7 +24,6 @@ __all__ = [
     "dense_contrastive_loss",
     "dense_info_nce",
     "gather_pixels",
-    "gather_pixels_passthrough",
     "loss_from_rows",
     "sample_index",
     "sample_pixels",

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -329,9 +329,18 @@ def roi_features(
 
 
 def run_one(
-    config: DemoConfig, *, dcl: bool, out: Path | None, show_progress: bool = True, datasets_: Any = None
+    config: DemoConfig,
+    *,
+    dcl: bool,
+    out: Path | None,
+    show_progress: bool = True,
+    datasets_: Any = None,
+    init: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Train one model (with or without DCL), evaluate it, and write its files under ``out``.
+
+    ``init``, when given, is called on the freshly built model before the loss is attached and training
+    starts (the evidence study's fine-tuning regime loads pretrained weights and freezes stages there).
 
     Returns a dict with ``name``, ``model``, ``report`` (a ``SegmentationErrorReport``), ``history``
     (loss dicts per step), ``outputs`` (eval outputs on the held-out split), ``compactness`` (a
@@ -346,6 +355,8 @@ def run_one(
     train_set, val_set = datasets_ if datasets_ is not None else datasets(config)
     torch.manual_seed(config.seed)
     model = build_model(config)
+    if init is not None:
+        init(model)
     handle = attach(model, weight=config.weight) if dcl else None
     start = time.perf_counter()
     cpu_start = time.process_time()

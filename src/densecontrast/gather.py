@@ -13,6 +13,7 @@ alike, and what the projection's 1x1 convolutions read. The public functions ret
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -78,9 +79,13 @@ class _GatherPassthrough(torch.autograd.Function):
 
     The backward adds the rows' gradient into the gradient that arrives for the passed-through feats,
     in place, instead of allocating a second dense gradient of the size of feats and summing the two.
-    Contract: the passed-through tensor feeds exactly one operation whose backward returns a fresh
-    gradient tensor of its own (a convolution does); callers that cannot promise this use
-    :func:`gather_pixels`.
+    That is only right when nothing else reads that gradient: the passed-through tensor feeds one
+    operation whose backward returns a fresh gradient of its own (a convolution does). An addition, for
+    one, hands the same gradient tensor to both operands. The backward checks this by counting the
+    references to the gradient and its memory (:func:`_writable_in_place`) and copies when they are
+    shared, so a misuse costs memory, never a wrong gradient. It stays private all the same, behind
+    :meth:`DenseContrastiveLoss.forward_passthrough`, whose caller (the torchvision adapter) feeds the
+    features to one convolution.
     """
 
     @staticmethod
@@ -100,13 +105,33 @@ class _GatherPassthrough(torch.autograd.Function):
         (index,) = ctx.saved_tensors
         if grad_feats is None:
             grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
-        elif torch.is_grad_enabled() or not (
-            grad_feats.is_contiguous() or grad_feats.is_contiguous(memory_format=torch.channels_last)
-        ):
-            grad = grad_feats.contiguous().clone()  # double backward, or an expanded / strided gradient
-        else:
+        elif _writable_in_place(grad_feats):
             grad = grad_feats
+        else:
+            grad = grad_feats.clone()  # dense (contiguous unless it was dense in another layout)
         return _scatter_add_(grad, index, grad_rows.to(grad.dtype)), None, None
+
+
+def _writable_in_place(grad: Tensor) -> bool:
+    """Whether the passthrough's backward may add into ``grad`` in place without changing what anything
+    else reads: nothing else holds the tensor or its memory, and it is dense.
+
+    An addition hands one gradient tensor to both operands (a second reference); a view or reshape hands
+    views of one buffer to several nodes (a shared storage); a hook or ``retain_grad`` keeps a reference.
+    In each case the tensor is copied first. Double backward (grad mode on) and compiled graphs, where
+    references cannot be counted, copy too.
+    """
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or grad._is_view():
+        return False
+    if not (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)):
+        return False  # an expanded or strided gradient
+    try:
+        # One reference to the tensor (this call's); two to its storage (the tensor's and the one that
+        # untyped_storage() itself returns).
+        tensor_refs: int = grad._use_count()  # type: ignore[attr-defined]
+        return tensor_refs == 1 and torch._C._storage_Use_Count(grad.untyped_storage()._cdata) == 2
+    except (AttributeError, RuntimeError):  # a torch without these counters: copy, to be safe
+        return False
 
 
 def _check_gather_args(feats: Tensor, index: Tensor) -> None:
@@ -158,28 +183,26 @@ def gather_pixels(feats: Tensor, index: Tensor) -> Tensor:
 
 
 def gather_pixels_passthrough(feats: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """Gather like :func:`gather_pixels`, and pass ``feats`` through for the layer that reads it next.
+    """Deprecated: ``(feats, gather_pixels(feats, index))``, with a ``FutureWarning``.
 
-    For adapters: when the RoI features feed both the mask head's next layer and the loss, routing the
-    layer's input through the first output lets the backward add the loss's gradient into the layer's
-    input gradient in place, so training holds one dense gradient of ``feats`` instead of two.
-    The first output must feed exactly one operation whose backward returns a fresh gradient (such as a
-    convolution); otherwise use :func:`gather_pixels`.
+    It returns ``feats`` itself, which autograd differentiates correctly in any graph. Adding the rows'
+    gradient into the next layer's input gradient in place (which saves one dense gradient) is right
+    only when nothing else reads that gradient: when the passed-through tensor feeds an addition (a
+    residual connection, say), the other operand's gradient would be corrupted. Telling the two apart
+    takes torch's private reference counters, fit for an internal path and not for a public function,
+    so that saving lives behind :meth:`~densecontrast.DenseContrastiveLoss.forward_passthrough`.
 
     Args:
         feats: float tensor (R, C, H, W).
         index: int64 tensor (R, N).
 
     Returns:
-        ``(feats_out, rows)``: feats_out (R, C, H, W) equal to feats, rows float tensor (R, N, C).
-
-    Examples:
-        >>> feats = torch.arange(8.0).reshape(1, 2, 2, 2).requires_grad_()
-        >>> out, rows = gather_pixels_passthrough(feats, torch.tensor([[3]]))
-        >>> (out * 2).sum().add(rows.sum()).backward()
-        >>> feats.grad.flatten().tolist()
-        [2.0, 2.0, 2.0, 3.0, 2.0, 2.0, 2.0, 3.0]
+        ``(feats, rows)``: ``feats`` itself and rows float tensor (R, N, C), as :func:`gather_pixels`.
     """
-    _check_gather_args(feats, index)
-    feats_out, rows = _GatherPassthrough.apply(feats, index, None)
-    return feats_out, rows.transpose(1, 2)
+    warnings.warn(
+        "gather_pixels_passthrough is deprecated and will be removed: use feats and gather_pixels(feats, "
+        "index) (what it returns), or DenseContrastiveLoss.forward_passthrough for the loss",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return feats, gather_pixels(feats, index)

@@ -16,6 +16,9 @@ the pairs instead of averaging (a factor :math:`K^2` that the loss weight absorb
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -31,13 +34,15 @@ from ._validation import (
 )
 from .gather import _GatherPassthrough, _GatherRows
 from .infonce import _info_nce
-from .projection import ProjectionHead
+from .projection import ProjectionHead, _is_plain_head
 from .sampling import PixelSamples, _no_rois_can_be_valid, _sample, check_mask_values
 
 DEFAULT_K = 32
 """Samples per set (anchors, positives, negatives): the paper's ablation (Table 3)."""
 DEFAULT_TAU = 0.07
 """Temperature: the paper's ablation (Table 4) and the released code."""
+DEFAULT_PROJ_CHANNELS = 256
+"""Projected dimension D of the default head: the mask head's 256 channels, as the released code."""
 
 
 def _check_inputs(feats: object, masks: object, projector: nn.Module | None) -> tuple[Tensor, Tensor]:
@@ -117,12 +122,11 @@ def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
     if projector is None:
         return rows
     if (
-        isinstance(projector, ProjectionHead)
-        and type(projector).forward is ProjectionHead.forward
+        rows.dtype != torch.float64  # no fast float64 convolution on the CPU
         and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
-        and rows.dtype != torch.float64  # no fast float64 convolution on the CPU
+        and _is_plain_head(projector)  # hooks, patched forwards and reparametrisations go through __call__
     ):
-        return projector._forward_channels_first(rows)
+        return projector._forward_channels_first(rows)  # type: ignore[operator]
     out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
     return out.transpose(1, 2)
 
@@ -139,11 +143,11 @@ def _dense_contrastive(
     samples: PixelSamples | None,
     generator: torch.Generator | None,
     passthrough: bool,
-) -> tuple[Tensor, Tensor]:
-    """The loss's kernel (arguments already checked): ``(feats_out, loss)``.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The loss's kernel (arguments already checked): ``(feats_out, loss, valid)``.
 
     ``feats_out`` is ``feats`` itself, or its pass-through for
-    :meth:`DenseContrastiveLoss.forward_passthrough`.
+    :meth:`DenseContrastiveLoss.forward_passthrough`; ``valid`` (R,) bool says which RoIs counted.
     """
     r, _, h, w = feats.shape
     if samples is None:
@@ -160,12 +164,13 @@ def _dense_contrastive(
         feats_out, rows = _GatherPassthrough.apply(feats, index, valid)
     else:
         feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
-    return feats_out, _info_nce(_project(rows, projector), valid, num_anchors, num_positives, tau, reduction)
+    loss = _info_nce(_project(rows, projector), valid, num_anchors, num_positives, tau, reduction)
+    return feats_out, loss, valid
 
 
 def _no_valid_roi(
     feats: Tensor, tau: float, projector: nn.Module | None, reduction: str, passthrough: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """The zero of a batch where the grid is too small for any valid RoI, still in the graph.
 
     It never allocates anything of size K (k may be far above H*W) and reaches feats and every
@@ -183,7 +188,7 @@ def _no_valid_roi(
             feats_out, rows = feats, _GatherRows.apply(feats, index, valid)
         else:
             feats_out, rows = apply(feats, index, valid)
-    return feats_out, _info_nce(_project(rows, projector), valid, 1, 1, tau, reduction)
+    return feats_out, _info_nce(_project(rows, projector), valid, 1, 1, tau, reduction), valid
 
 
 def dense_contrastive_loss(
@@ -232,7 +237,7 @@ def dense_contrastive_loss(
     tau = check_tau(tau)
     reduction = check_reduction(reduction)
     samples = _checked_samples_or_masks(samples, feats, masks)
-    _, loss = _dense_contrastive(
+    _, loss, _ = _dense_contrastive(
         feats,
         masks,
         k=k,
@@ -340,6 +345,19 @@ def loss_from_rows(
     return _info_nce(z, samples.valid, num_anchors, num_positives, tau, reduction)
 
 
+_MODULE_CALL_FILE = nn.Module.__call__.__code__.co_filename
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this file and ``nn.Module.__call__`` (the caller)."""
+    frame = sys._getframe(1)  # the function that warns
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename in (__file__, _MODULE_CALL_FILE):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 class DenseContrastiveLoss(nn.Module):
     """Dense contrastive loss for instance segmentation (Chen, Tang, Hu, BMVC 2022).
 
@@ -357,15 +375,29 @@ class DenseContrastiveLoss(nn.Module):
         tau: temperature. Default 0.07.
         in_channels: C. When given, a :class:`ProjectionHead` (C -> C -> ``proj_channels``) makes the
             similarity learnable (the paper's default).
-        proj_channels: D, the projected dimension of that head.
+        proj_channels: D, the projected dimension of that head; default 256. Only with ``in_channels``
+            (a ``projector=`` module has its own output size).
         projector: instead of ``in_channels``, any module mapping (..., C) to (..., D), applied to the
-            sampled pixels only.
+            sampled pixels only. It is called like any module: its hooks, a patched ``forward``,
+            ``torch.nn.utils.prune`` and parametrizations all apply.
         replacement: sample with replacement (the released code) instead of without (the paper).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Attributes:
         k, tau, replacement, reduction: as given.
         projector: the projection module, or None (cosine similarity).
+        last_valid_rois: how many RoIs contributed to the last call (:meth:`forward` or
+            :meth:`forward_passthrough`): a detached 0-dim int64 tensor on the features' device, None
+            before the first call. Reading it as a number (``int(...)``, printing) synchronises with
+            an accelerator; keeping or summing it as a tensor, to read every N steps, does not.
+
+    No silent zero: when a call in training mode has RoIs but none of them is valid (each needs ``k``
+    instance pixels and ``k`` other pixels, more than ``k`` with ``replacement=True``), the loss is a
+    zero that trains nothing, and the module warns once (a ``UserWarning``, once per instance) saying
+    what to change. On the CPU the check reads the count at once; on CUDA it reads it without blocking,
+    once the device has finished that call, so the warning comes a call or more later, and calls still
+    in flight are skipped. It does not run inside ``torch.compile``, during CUDA graph capture or on
+    other devices; read ``last_valid_rois`` there.
 
     Shape:
         - feats: (R, C, H, W), floating
@@ -394,7 +426,7 @@ class DenseContrastiveLoss(nn.Module):
         tau: float = DEFAULT_TAU,
         *,
         in_channels: int | None = None,
-        proj_channels: int = 256,
+        proj_channels: int | None = None,
         projector: nn.Module | None = None,
         replacement: bool = False,
         reduction: str = "mean",
@@ -410,8 +442,19 @@ class DenseContrastiveLoss(nn.Module):
                 "pass either in_channels (a ProjectionHead is built) or projector (your own module), "
                 f"not both; got in_channels={in_channels!r} and projector={type(projector).__name__}"
             )
+        if proj_channels is not None and in_channels is None:
+            with_what = (
+                f"with projector={type(projector).__name__}, whose output size is its own"
+                if projector is not None
+                else "without in_channels, so no projection head is built and the similarity would be cosine"
+            )
+            raise ValueError(
+                f"proj_channels={proj_channels!r} was given {with_what}; pass in_channels=C as well to "
+                "build a ProjectionHead C -> C -> proj_channels, or leave proj_channels out"
+            )
         if in_channels is not None:
-            projector = ProjectionHead(in_channels, out_channels=proj_channels)
+            out = DEFAULT_PROJ_CHANNELS if proj_channels is None else proj_channels
+            projector = ProjectionHead(in_channels, out_channels=out)
         self.projector = projector
 
     def forward(
@@ -438,8 +481,12 @@ class DenseContrastiveLoss(nn.Module):
         For adapters that compute the loss where the features enter the mask head's next layer: feed
         that layer the returned ``feats_out`` instead of ``feats``, and the backward adds the loss's
         gradient into the layer's input gradient in place (one dense gradient of ``feats`` instead of
-        two). ``feats_out`` must feed exactly one operation whose backward returns a fresh gradient
-        (a convolution does); see :func:`~densecontrast.gather.gather_pixels_passthrough`.
+        two). The saving needs ``feats_out`` to feed one operation whose backward returns a fresh
+        gradient of its own, such as a convolution (the torchvision adapter's use). Where the gradient
+        is shared (an addition hands one gradient tensor to both operands; views, ``retain_grad`` or a
+        hook on ``feats_out`` keep references), the backward sees it and copies first: the gradients
+        stay exact and only the saving is lost. Outside such an adapter, call the loss
+        (:meth:`forward`) and use ``feats`` as usual.
 
         Args:
             feats: float tensor (R, C, H, W).
@@ -463,7 +510,7 @@ class DenseContrastiveLoss(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Check the inputs once, then ``(feats or feats_out, loss)`` with this module's settings."""
         feats, masks = _check_inputs(feats, masks, self.projector)
-        return _dense_contrastive(
+        feats_out, loss, valid = _dense_contrastive(
             feats,
             masks,
             k=self.k,
@@ -475,6 +522,65 @@ class DenseContrastiveLoss(nn.Module):
             generator=generator,
             passthrough=passthrough,
         )
+        self._count_valid(valid, tuple(feats.shape))
+        return feats_out, loss
+
+    # --- how many RoIs contributed, and the warning when none did ------------------------------------------
+
+    last_valid_rois: Tensor | None = None
+    _warned_no_valid_roi: bool = False
+    _pending_count: tuple[Tensor, torch.cuda.Event, tuple[int, ...]] | None = None
+    _host_count: Tensor | None = None
+
+    def _count_valid(self, valid: Tensor, feats_shape: tuple[int, ...]) -> None:
+        """Keep the number of valid RoIs; in training, warn once when RoIs came but none was valid."""
+        count = valid.sum()  # int64 on the features' device: no host round trip
+        self.last_valid_rois = count
+        if not self.training or self._warned_no_valid_roi or torch.compiler.is_compiling():
+            return
+        if count.device.type == "cpu":
+            if feats_shape[0] > 0 and int(count) == 0:
+                self._warn_no_valid_roi(feats_shape)
+        elif count.device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
+            self._read_pending_count()
+            if self._pending_count is None and feats_shape[0] > 0 and not self._warned_no_valid_roi:
+                # Copy into pinned host memory without blocking; a later call reads it once it landed.
+                if self._host_count is None:
+                    self._host_count = torch.empty((), dtype=torch.int64, pin_memory=True)
+                self._host_count.copy_(count, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(torch.cuda.current_stream(count.device))  # the stream the copy went to
+                self._pending_count = (self._host_count, done, feats_shape)
+
+    def _read_pending_count(self) -> None:
+        """Read the count copied by an earlier CUDA call if the device has finished it (never waits)."""
+        if self._pending_count is None or not self._pending_count[1].query():
+            return
+        host, _, feats_shape = self._pending_count
+        self._pending_count = None
+        if int(host) == 0:
+            self._warn_no_valid_roi(feats_shape)
+
+    def _warn_no_valid_roi(self, feats_shape: tuple[int, ...]) -> None:
+        self._warned_no_valid_roi = True
+        r, _, h, w = feats_shape
+        need = f"more than k={self.k}" if self.replacement else f"at least k={self.k}"
+        warnings.warn(
+            f"DenseContrastiveLoss: none of the {r} RoIs of a training call was valid, so the loss was "
+            f"a zero that trains nothing. A valid RoI needs {need} instance pixels and as many other "
+            f"pixels on its {h} x {w} grid. Lower k, give the RoIs more context (the adapters' margin), "
+            "or check that the objects cover enough of the grid; last_valid_rois counts the valid RoIs "
+            "of each call. "
+            "(This warning is shown once per loss.)",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_pending_count", None)  # a CUDA event cannot be copied or pickled
+        state.pop("_host_count", None)
+        return state
 
     def extra_repr(self) -> str:
         similarity = "cosine" if self.projector is None else "projector"

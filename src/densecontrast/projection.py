@@ -11,8 +11,51 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _module
+from torch.nn.utils import parametrize
 
 from ._validation import check_ndim, check_positive_int, check_tensor
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module(...)`` would run any hook: the condition ``nn.Module.__call__`` itself tests."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    )
+
+
+def _is_plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """Whether calling ``module`` runs ``cls.forward`` on its own parameters and nothing else.
+
+    Not when the type is a subclass, ``forward`` is patched on the instance, a hook is registered (this
+    covers ``torch.nn.utils.prune`` and the hook-based ``weight_norm`` / ``spectral_norm``), or a tensor
+    is reparametrised (``torch.nn.utils.parametrize``; pruning's and the hook-based norms' ``*_orig``
+    parameters also count).
+    """
+    return (
+        type(module) is cls
+        and "forward" not in module.__dict__
+        and not _has_hooks(module)
+        and not parametrize.is_parametrized(module)
+        and not any(name.endswith("_orig") for name in module._parameters)
+    )
+
+
+def _is_plain_head(projector: nn.Module) -> bool:
+    """Whether ``projector`` is a :class:`ProjectionHead` whose call the loss may replace by
+    :meth:`ProjectionHead._forward_channels_first` without changing anything the user could observe."""
+    return (
+        _is_plain(projector, ProjectionHead)
+        and _is_plain(projector.fc1, nn.Linear)  # type: ignore[arg-type]
+        and _is_plain(projector.fc2, nn.Linear)  # type: ignore[arg-type]
+    )
 
 
 class ProjectionHead(nn.Module):
@@ -61,12 +104,16 @@ class ProjectionHead(nn.Module):
 
         The same numbers as :meth:`forward` on ``x.transpose(1, 2)``; the loss uses it on its gathered
         rows because one convolution's backward returns the input, weight and bias gradients at once.
+        It bypasses ``nn.Module.__call__``, so the loss uses it only where :func:`_is_plain_head` holds.
         """
         hidden = F.conv1d(x, self.fc1.weight[:, :, None], self.fc1.bias)
         return F.conv1d(F.relu(hidden, inplace=True), self.fc2.weight[:, :, None], self.fc2.bias)
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
+
+        A head with hooks, a patched ``forward`` or reparametrised layers is called as a module on the
+        channels-last view instead, so that all of them apply here too.
 
         Args:
             feats: float tensor (R, C, H, W).
@@ -76,6 +123,9 @@ class ProjectionHead(nn.Module):
         """
         feats = check_tensor("feats", feats)
         check_ndim("feats", feats, 4, "(R, C, H, W)")
+        if not _is_plain_head(self):
+            out: Tensor = self(feats.movedim(1, -1))
+            return out.movedim(-1, 1)
         w1 = self.fc1.weight[:, :, None, None]
         w2 = self.fc2.weight[:, :, None, None]
         return F.conv2d(F.relu(F.conv2d(feats, w1, self.fc1.bias)), w2, self.fc2.bias)

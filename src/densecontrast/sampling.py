@@ -39,14 +39,26 @@ def _no_rois_can_be_valid(num_pixels: int, k: int, replacement: bool) -> bool:
     return num_pixels < (2 * k + 2 if replacement else 2 * k)
 
 
-def _rand(
-    shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor, dtype: torch.dtype
-) -> Tensor:
+_DRAW_RANGE = 2**31
+"""Integer draws for sampling with replacement are uniform on [0, 2**31): a range every backend draws in
+int32 arithmetic, and j = draw mod count is uniform on [0, count) up to a relative bias below
+count / 2**31 (under 4e-7 for a 28 x 28 grid), far below what any test of the distribution can see."""
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """float32 uniforms in [0, 1) on like's device."""
     # generator=None is left out rather than passed: the generator overload of rand does not accept the
     # symbolic sizes of torch.compile(dynamic=True).
     if generator is None:
-        return torch.rand(shape, device=like.device, dtype=dtype)
-    return torch.rand(shape, generator=generator, device=like.device, dtype=dtype)
+        return torch.rand(shape, device=like.device, dtype=torch.float32)
+    return torch.rand(shape, generator=generator, device=like.device, dtype=torch.float32)
+
+
+def _randint(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """int64 draws uniform on [0, _DRAW_RANGE) on like's device."""
+    if generator is None:
+        return torch.randint(_DRAW_RANGE, shape, device=like.device, dtype=torch.int64)
+    return torch.randint(_DRAW_RANGE, shape, generator=generator, device=like.device, dtype=torch.int64)
 
 
 def _filler(num_rois: int, k: int, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,7 +101,7 @@ def _without_replacement(
     # other pixel (instance pixels +1 for anchors and positives, the rest of the RoI kept while the others
     # drop by 1 for negatives). The K largest keys of a row are then a uniformly random K-subset of its
     # members whenever it has K of them: one draw and one top-k serve all three sets.
-    keys = _rand((inside.shape[0], 3, inside.shape[1]), generator, inside, torch.float32)
+    keys = _rand((inside.shape[0], 3, inside.shape[1]), generator, inside)
     keys[:, :2].add_(inside.unsqueeze(1))
     keys[:, 2].add_(not_outside, alpha=-1)
     return keys.topk(k, dim=-1, sorted=False).indices
@@ -99,13 +111,13 @@ def _with_replacement(
     inside: Tensor, not_outside: Tensor, k: int, generator: torch.Generator | None
 ) -> Tensor:
     # The j-th member of a row (j uniform in [0, count)) is the first position where the running count
-    # of members reaches j + 1. Rows are (RoI, set) pairs, flattened for searchsorted.
+    # of members reaches j + 1. Rows are (RoI, set) pairs, flattened for searchsorted. j comes from
+    # integer draws (no float64, which some backends lack or run slowly); an empty row takes j = 0.
     rois, pixels = inside.shape
     member = torch.stack([inside, inside, ~not_outside], dim=1).reshape(rois * 3, pixels)
     running = member.cumsum(dim=1, dtype=torch.int64)
     count = running[:, -1:]
-    u = _rand((rois * 3, k), generator, inside, torch.float64)
-    j = torch.minimum((u * count).to(torch.int64), (count - 1).clamp(min=0))
+    j = _randint((rois * 3, k), generator, inside).remainder_(count.clamp(min=1))
     pos = torch.searchsorted(running, j + 1).clamp_(max=pixels - 1)
     return pos.reshape(rois, 3, k)
 

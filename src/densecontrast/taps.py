@@ -23,7 +23,8 @@ __all__ = ["FeatureTap", "resolve_module"]
 
 TapWhat = Literal["output", "input", "args", "inputs"]
 _WHATS: tuple[str, ...] = ("output", "input", "args")
-_ALIASES = {"inputs": "args"}  # the older spelling, one letter from "input"; kept working
+# "inputs" names all positional arguments, like "args" (not the one tensor of "input").
+_ALIASES = {"inputs": "args"}
 
 
 def _check_not_scripted(name: str, module: nn.Module) -> None:
@@ -80,15 +81,28 @@ def resolve_module(model: nn.Module, target: str | nn.Module) -> nn.Module:
     )
 
 
+def _first_tensor_kwarg(module: nn.Module, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The input of a call with keyword arguments only: its first tensor keyword argument."""
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return value
+    raise ValueError(
+        f"FeatureTap(what='input') on {type(module).__name__}: the module was called with no positional "
+        f"argument and no tensor keyword argument (keywords: {sorted(kwargs)}), so there is no input to "
+        "capture. Tap what='output' of this module, or tap the module that produces the tensor you want"
+    )
+
+
 class FeatureTap:
     """Keep the latest input or output of one module.
 
     Args:
         module: the module to tap.
-        what: ``"output"`` (what the module returns), ``"input"`` (its first positional argument) or
-            ``"args"`` (the tuple of all its positional arguments; ``"inputs"`` is accepted as an older
-            spelling of ``"args"``). Inputs are read by a forward pre-hook, before the module runs, so an
-            in-place operation inside the module cannot have changed them.
+        what: ``"output"`` (what the module returns), ``"input"`` (its first positional argument or,
+            for a call with keyword arguments only, its first tensor keyword argument) or ``"args"``
+            (the tuple of all its positional arguments; ``"inputs"`` is another name for ``"args"``).
+            Inputs are read by a forward pre-hook, before the module runs, so an in-place operation
+            inside the module cannot have changed them.
         training_only: capture only while ``module.training`` is True.
 
     Attributes:
@@ -97,7 +111,10 @@ class FeatureTap:
         training_only: whether captures happen in training mode only.
 
     The tap is a context manager: leaving the ``with`` block removes the hook. Tapping a ScriptModule
-    raises ``TypeError``, since TorchScript does not run Python hooks.
+    raises ``TypeError``, since TorchScript does not run Python hooks. With ``what="input"``, a call
+    that has neither a positional argument nor a tensor keyword argument raises ``ValueError`` (from
+    the module's call), naming the module and what to tap instead: the tap never reports a capture of
+    nothing.
 
     Examples:
         >>> import torch
@@ -128,7 +145,7 @@ class FeatureTap:
         if what == "output":
             self._handle = module.register_forward_hook(self._on_output)
         else:
-            self._handle = module.register_forward_pre_hook(self._on_input)
+            self._handle = module.register_forward_pre_hook(self._on_input, with_kwargs=True)
 
     @classmethod
     def on(
@@ -144,7 +161,7 @@ class FeatureTap:
         Args:
             model: the root module; a ScriptModule is refused with ``TypeError``.
             target: dotted name or module object (see :func:`resolve_module`).
-            what: ``"output"``, ``"input"`` or ``"args"`` (``"inputs"``: the older spelling of ``"args"``).
+            what: ``"output"``, ``"input"`` or ``"args"`` (``"inputs"``: another name for ``"args"``).
             training_only: capture only in training mode.
 
         Returns:
@@ -157,10 +174,16 @@ class FeatureTap:
     def _wanted(self, module: nn.Module) -> bool:
         return not self.training_only or module.training
 
-    def _on_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if self._wanted(module):
-            self._value = args if self.what == "args" else (args[0] if args else None)
-            self._captured = True
+    def _on_input(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._wanted(module):
+            return
+        if self.what == "args":
+            self._value = args
+        elif args:
+            self._value = args[0]
+        else:
+            self._value = _first_tensor_kwarg(module, kwargs)
+        self._captured = True
 
     def _on_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._wanted(module):

@@ -18,33 +18,12 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-Rle = dict[str, Any]
+from .._coco import Rle as Rle
+from .._coco import areas as areas
+from .._coco import encode as encode
 
 # A count of an image with fewer than 2**60 pixels takes at most 12 groups of 5 bits.
 _MAX_GROUPS = 12
-# pycocotools' area() fails on more than 255 masks at once.
-_AREA_CHUNK = 255
-
-
-def encode(masks: np.ndarray) -> list[Rle]:
-    """Compressed RLEs of bool masks (N, H, W), their ``counts`` a str (JSON-serialisable).
-
-    Examples:
-        >>> encode(np.array([[[0, 1], [0, 1]]], dtype=bool))
-        [{'size': [2, 2], 'counts': '22'}]
-    """
-    if masks.shape[0] == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
-
-
-def areas(rles: Sequence[Rle]) -> list[float]:
-    """Pixel counts (ones) of compressed RLEs."""
-    out: list[float] = []
-    for start in range(0, len(rles), _AREA_CHUNK):
-        out.extend(float(a) for a in mask_utils.area(list(rles[start : start + _AREA_CHUNK])))
-    return out
 
 
 def empty(height: int, width: int) -> Rle:

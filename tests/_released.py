@@ -5,8 +5,8 @@ Shapes: R RoIs, C channels, H x W RoI grid, K samples per set.
 It follows the original implementation step by step: two 1x1 convolutions over the whole feature map,
 then a Python loop over RoIs that indexes one RoI at a time, samples with replacement, and averages the
 per-RoI losses. Autograd turns each per-RoI index into a full-size zero gradient, so the backward grows
-with the square of R. Not part of the public API: use :class:`densecontrast.DenseContrastiveLoss`
-(with ``replacement=True`` for the released sampling rule).
+with the square of R. Test-only code (tests and ``benchmarks/``), not shipped with the package: use
+:class:`densecontrast.DenseContrastiveLoss` (with ``replacement=True`` for the released sampling rule).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loss import DEFAULT_K, DEFAULT_TAU
+from densecontrast.loss import DEFAULT_K, DEFAULT_TAU
 
 
 class ReleasedDenseContrastiveLoss(nn.Module):

@@ -1,4 +1,4 @@
-"""The scene generator behind :class:`densecontrast.datasets.SyntheticInstances` (private).
+"""The scene generator behind :class:`densecontrast.data.SyntheticInstances` (private).
 
 Shapes: S image size (S x S pixels), N instances of one image, M objects placed before occlusion is
 resolved (N <= M), P palette colours, L strokes or clutter patches, W the side of an object's window.

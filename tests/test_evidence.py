@@ -1,0 +1,239 @@
+"""The evidence study's code paths (benchmarks/evidence.py, render_evidence.py) on tiny configurations.
+
+The study's figures are measured results in benchmarks/results/ and docs/evidence.md; these tests check the
+machinery that produces them: pretraining and its cache, the fine-tuning start, the bookkeeping of the
+sweep (order, resume, locks, choices made on the tuning split) and the statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+pytest.importorskip("pycocotools")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import evidence  # noqa: E402
+import render_evidence  # noqa: E402
+
+QUICK = evidence.profile_config("quick", "cpu")
+
+
+def test_pretraining_is_cached_by_configuration(tmp_path, monkeypatch):
+    spec = evidence.pretraining_for(QUICK, quick=True)
+    path = evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None)
+    assert path.exists() and spec.key() in path.name
+    payload = torch.load(path, weights_only=False)
+    model = evidence.build_model(spec.demo_config())
+    assert payload["backbone"].keys() == model.backbone.state_dict().keys()
+    assert payload["spec"]["source_categories"] == evidence.SOURCE_CATEGORIES
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached checkpoint was trained again")
+
+    monkeypatch.setattr(evidence, "train", no_training)
+    assert evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None) == path  # hit
+    other = replace(spec, steps=spec.steps + 1)
+    assert other.key() != spec.key()
+    with pytest.raises(AssertionError, match="trained again"):  # a miss trains
+        evidence.pretrained_checkpoint(other, tmp_path, log=lambda m: None)
+
+
+def test_source_distribution_is_disjoint_from_the_target():
+    spec = evidence.pretraining_for(QUICK, quick=True)
+    source = spec.demo_config()
+    assert source.num_categories != QUICK.num_categories
+    assert source.seed not in range(0, evidence.TUNING_SEED_OFFSET + 100)
+    train_src, _ = evidence.datasets(source)
+    train_tgt, _ = evidence.datasets(QUICK)
+    assert not torch.equal(train_src[0][0], train_tgt[0][0])
+
+
+def test_finetune_init_loads_the_backbone_and_freezes_the_first_stages(tmp_path):
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    spec = evidence.pretraining_for(QUICK, quick=True)
+    path = evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None)
+    state = torch.load(path, weights_only=False)["backbone"]
+    torch.manual_seed(123)
+    model = evidence.build_model(QUICK)
+    evidence.finetune_init(path, 2)(model)
+    loaded = model.backbone.state_dict()
+    for name, value in state.items():
+        if name.endswith("num_batches_tracked") and name not in loaded:  # frozen batch norms do not count
+            continue
+        torch.testing.assert_close(loaded[name], value, rtol=0, atol=0, msg=name)
+    body = model.backbone.body
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert all(not p.requires_grad for p in body.conv1.parameters())
+    assert all(not p.requires_grad for p in body.layer1.parameters())
+    assert all(p.requires_grad for p in body.layer2.parameters())
+    assert all(p.requires_grad for p in model.roi_heads.parameters())
+    frozen = {k: v.clone() for k, v in body.layer1.state_dict().items()}
+    free = body.layer2[0].conv1.weight.detach().clone()
+    train_set, _ = evidence.datasets(replace(QUICK, steps=2))
+    evidence.train(model, train_set, replace(QUICK, steps=2), show_progress=False)
+    for k, v in body.layer1.state_dict().items():
+        torch.testing.assert_close(v, frozen[k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(body.layer2[0].conv1.weight, free)
+
+
+def test_freeze_at_zero_changes_nothing():
+    model = evidence.build_model(QUICK)
+    before = [type(m) for m in model.modules()]
+    evidence.freeze_stages(model, 0)
+    assert [type(m) for m in model.modules()] == before
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def _fake_record(config, seed, variant, *, regime, tuning, init=None, extra=None):
+    # AP depends on lr, λ and seed so that the choices on the tuning split are known in advance
+    ap = 0.30 + (0.02 if config.lr == 3e-4 else 0.0) + (0.01 * config.weight if variant == "dcl" else 0.0)
+    ap += 0.002 * seed
+    return {
+        "seed": seed, "variant": variant, "regime": regime,
+        "weight": config.weight if variant == "dcl" else 0.0,
+        "config": {**evidence.asdict(config), "regime": regime, **(extra or {})},
+        "eval_split": {"split": "test" if tuning else "val", "seed": seed, "images": 1},
+        "ap": ap, "ap50": ap, "ap75": ap, "delta": {"fFP": 0.01, "bFP": 0.02, "FN": 0.03},
+        "box": {"ap": ap + 0.05, "ap50": 0.5, "ap75": 0.4, "recall50": 0.6},
+        "detections": {"total": 5, "score_at_least_0.5": 3, "matched": 3, "unmatched": 2, "ground_truth": 4},
+        "compactness": {"intra": 0.7, "inter": 0.5, "background": 0.6, "separation": 1.0},
+        "wall_seconds": 1.0, "cpu_seconds": 1.0,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def fake_runs(monkeypatch, tmp_path):
+    calls: list[tuple] = []
+
+    def record(config, seed, variant, **kwargs):
+        calls.append((kwargs["regime"], kwargs["tuning"], seed, variant, config.weight, config.lr))
+        return _fake_record(config, seed, variant, **kwargs)
+
+    monkeypatch.setattr(evidence, "run_record", record)
+    monkeypatch.setattr(
+        evidence, "pretrained_checkpoint", lambda spec, cache, log=print: tmp_path / "ckpt.pt"
+    )
+    monkeypatch.setattr(evidence, "finetune_init", lambda path, freeze_at: None)
+    return calls
+
+
+def test_study_runs_in_order_chooses_on_the_tuning_split_and_resumes(tmp_path, fake_runs):
+    results = tmp_path / "results"
+    argv = ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    assert evidence.main(argv) == 0
+    tuning = [c for c in fake_runs if c[1]]
+    # the recipe candidates first, then the λ sweep, all on the tuning split
+    assert [(c[3], c[5]) for c in tuning[:2]] == [("baseline", 1e-3), ("baseline", 3e-4)]
+    assert [c[4] for c in tuning[2:]] == list(evidence.WEIGHTS)
+    recipe = json.loads((results / "finetune" / "quick" / "tuning" / "recipe.json").read_text())
+    assert recipe["lr"] == 3e-4  # the fake tuning AP is higher there
+    evaluation = [c for c in fake_runs if c[0] == "finetune" and not c[1]]
+    assert len(evaluation) == 2 * (1 + len(evidence.WEIGHTS))
+    assert {c[5] for c in evaluation} == {3e-4}
+    assert [c[2] for c in evaluation] == [0] * 5 + [1] * 5  # seed by seed
+    scratch = [c for c in fake_runs if c[0] == "scratch"]
+    expected = [(0, "dcl", 0.1), (0, "dcl", 1.2), (1, "dcl", 0.1), (1, "dcl", 1.2)]
+    assert sorted((c[2], c[3], c[4]) for c in scratch if c[3] == "dcl") == expected
+    fine = results / "finetune" / "quick"
+    assert (fine / "seed1_dcl.json").exists() and (fine / "weight0.3" / "seed1_dcl.json").exists()
+    saved = json.loads((fine / "weight0.6" / "seed0_dcl.json").read_text())
+    assert (saved["regime"], saved["config"]["weight"], saved["seed"]) == ("finetune", 0.6, 0)
+    n = len(fake_runs)
+    assert evidence.main(argv) == 0
+    assert len(fake_runs) == n  # everything finished: nothing is trained again
+
+
+def test_a_claimed_run_is_skipped_and_logged(tmp_path, fake_runs):
+    folder = tmp_path / "res"
+    target = evidence.run_path(folder, 0, "dcl", 0.1)
+    target.parent.mkdir(parents=True)
+    target.with_suffix(".lock").write_text("12345\n")
+    study = evidence.Study(folder)
+    job = evidence.Job(target, "seed 0 dcl", lambda: pytest.fail("a claimed run was computed"))
+    assert study.run(job) is None
+    assert "another process holds seed0_dcl.lock" in (folder / "evidence.log").read_text()
+    assert target.with_suffix(".lock").exists()  # someone else's lock stays
+
+
+def test_run_paths():
+    root = Path("r")
+    assert evidence.run_path(root, 3, "baseline", 0.1) == root / "seed3_baseline.json"
+    assert evidence.run_path(root, 3, "dcl", 1.2) == root / "seed3_dcl.json"
+    assert evidence.run_path(root, 3, "dcl", 0.3) == root / "weight0.3" / "seed3_dcl.json"
+
+
+def test_choices():
+    assert evidence.choose_recipe({1e-3: {"ap": 0.3}, 3e-4: {"ap": 0.3}}) == 3e-4  # tie: smaller lr
+    choice = evidence.choose_weight({"ap": 0.2}, {0.1: {"ap": 0.25}, 0.3: {"ap": 0.21}})
+    assert choice == {"weight": 0.1, "beats_baseline": True, "ap": 0.25, "baseline_ap": 0.2}
+
+
+def test_paired_interval_on_known_numbers():
+    mean, low, high = render_evidence.paired_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    # sd 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.303 / 1.732 = 2.4842
+    assert (low, high) == pytest.approx((-0.4842, 4.4842), abs=1e-4)
+    assert math.isnan(render_evidence.paired_interval([1.0])[1])
+    assert math.isnan(render_evidence.paired_interval([])[0])
+    with pytest.raises(ValueError, match="df"):
+        render_evidence.t_quantile(0)
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 31):
+        assert render_evidence.t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4)
+
+
+def test_render_reports_every_run_and_the_paired_intervals(tmp_path, fake_runs):
+    results = tmp_path / "results"
+    argv = ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    evidence.main(argv)
+    body, summary = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    assert "| 1 | +DCL λ=0.6 | 32.8 |" in body  # fine-tuning: 0.30 + 0.02 (lr) + 0.006 (λ) + 0.002 (seed)
+    assert "| 1 | +DCL λ=0.1 | 30.3 |" in body  # from scratch: lr 1e-3
+    # fake AP: Baseline 32.0 + 0.2 s, +DCL λ=0.6 32.6 + 0.2 s: the paired difference is +0.6 in each seed
+    assert "| +DCL λ=0.6 − Baseline | 2 | +0.6 [+0.6, +0.6]" in body
+    assert summary["finetune"]["+DCL λ=0.6"]["mean"] == pytest.approx(0.6)
+    assert "| 1.2 | 2 | 33.3 | 38.3 | 36.5 | 39.8 |" in body  # Table 1 layout with the paper's values
+    assert "Recipe: lr 0.0003" in body
+    assert "best λ = 1.2" in body
+    assert (tmp_path / "evidence_lambda.png").exists()
+
+
+def test_plot_has_one_series_per_regime(tmp_path, fake_runs):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    results = tmp_path / "results"
+    evidence.main(
+        ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    )
+    figures: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return original(self, *args, **kwargs)
+
+    try:
+        Figure.savefig = keep  # type: ignore[method-assign]
+        render_evidence.render(results, "quick", tmp_path, [0, 1])
+    finally:
+        Figure.savefig = original  # type: ignore[method-assign]
+    (fig,) = figures
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes][:2] == ["mask AP", "box AP"]
+    labels = axes[0].get_legend_handles_labels()[1]
+    assert sorted(labels) == ["finetune", "scratch"]
