@@ -266,8 +266,7 @@ def test_resnet50_fpn_step_bit_exact() -> None:
 
 def test_captures_are_cleared_after_the_step(step: dict[str, Any]) -> None:
     handle = step["handle"]
-    assert handle._targets is None
-    assert not handle._proposal_tap.captured and not handle._feature_tap.captured
+    assert handle.pending_steps == 0
 
 
 # ---------------------------------------------------------------- eval, removal, state, copies
@@ -325,7 +324,7 @@ def test_deepcopy_hooks_follow_the_copy(step: dict[str, Any]) -> None:
     assert handle.model is clone and handle.criterion is clone.dense_contrast
     assert handle.layer is clone.roi_heads.mask_predictor.mask_fcn_logits
     for hook in [*clone.roi_heads._forward_hooks.values(), *clone.roi_heads._forward_pre_hooks.values()]:
-        assert hook.__self__ is handle
+        assert getattr(hook.__self__, "handle", hook.__self__) is handle  # bound to the copy's handle
     images, targets = _batch(5)
     loss = clone(images, targets)[LOSS_KEY]
     mine = list(clone.dense_contrast.parameters())
@@ -413,13 +412,13 @@ class _CustomPredictor(nn.Module):
 
 def test_layer_override_for_a_custom_predictor(fresh: nn.Module) -> None:
     fresh.roi_heads.mask_predictor = _CustomPredictor()
-    with pytest.raises(ValueError, match=r"has no mask_fcn_logits.*layer="):
+    with pytest.raises(ValueError, match=r"has no .*mask_fcn_logits.*layer="):
         attach(fresh)
     images, targets = _batch(13)
     handle = attach(fresh, layer="roi_heads.mask_predictor.spare")
-    with pytest.raises(RuntimeError, match="was not captured"):
+    with pytest.raises(RuntimeError, match="spare.*never called.*pass layer="):
         fresh(images, targets)
-    assert handle._targets is None and not handle._proposal_tap.captured  # cleared despite the error
+    assert handle.pending_steps == 0  # cleared despite the error
     handle.remove()
     handle = attach(fresh, layer=fresh.roi_heads.mask_predictor.logits, k=8, tau=0.2)
     assert fresh.dense_contrast.projector.in_channels == 32 and fresh.dense_contrast.k == 8
@@ -439,8 +438,7 @@ def test_an_interrupted_step_leaves_no_captures(fresh: nn.Module) -> None:
     fresh.roi_heads.mask_head.register_forward_hook(explode)
     with pytest.raises(RuntimeError, match="mask head exploded"):
         fresh(images, targets)
-    assert handle._targets is None
-    assert not handle._proposal_tap.captured and not handle._feature_tap.captured
+    assert handle.pending_steps == 0
 
 
 def test_an_exception_after_the_predictor_releases_the_step_graph(fresh: nn.Module) -> None:
@@ -470,8 +468,7 @@ def test_an_exception_after_the_predictor_releases_the_step_graph(fresh: nn.Modu
     gc.collect()
     assert len(losses_seen) == 1, "the fast path did not run: the test would prove nothing"
     assert losses_seen[0]() is None, "the interrupted step's loss (and its graph) is still referenced"
-    assert handle._fast_loss is None and handle._targets is None
-    assert not handle._proposal_tap.captured and not handle._feature_tap.captured
+    assert handle.pending_steps == 0
     # The next step runs normally.
     del crit.forward_passthrough
     assert torch.isfinite(fresh(images, targets)[LOSS_KEY])

@@ -249,7 +249,7 @@ def test_a_forward_without_labels_keeps_nothing(m2f: nn.Module) -> None:
     m2f.train()
     with attach(m2f) as handle:
         m2f(pixel_values=_batch()["pixel_values"])
-        assert handle._feats is None and handle._pixel_mask is None and not handle._armed
+        assert handle.pending_steps == 0
 
 
 def test_a_training_call_of_the_inner_model_keeps_nothing(m2f: nn.Module) -> None:
@@ -263,7 +263,7 @@ def test_a_training_call_of_the_inner_model_keeps_nothing(m2f: nn.Module) -> Non
         del out
         gc.collect()
         assert len(refs) == 1 and refs[0]() is None, "the inner call's mask features are still referenced"
-        assert handle._feats is None and not handle._armed
+        assert handle.pending_steps == 0
 
 
 def test_an_exception_in_the_criterion_releases_the_feature_map(m2f: nn.Module) -> None:
@@ -289,7 +289,7 @@ def test_an_exception_in_the_criterion_releases_the_feature_map(m2f: nn.Module) 
         gc.collect()
         assert len(refs) == 1, "the mask projection did not run: the test would prove nothing"
         assert refs[0]() is None, "the interrupted step's feature map is still referenced"
-        assert handle._feats is None and handle._pixel_mask is None and not handle._armed
+        assert handle.pending_steps == 0
         _, losses = _loss_dict(m2f, _batch())  # the next step runs normally
         assert torch.isfinite(losses[LOSS_KEY])
 

@@ -33,7 +33,7 @@ from densecontrast.adapters.ultralytics import (
     LOSS_KEY,
     SUBMODULE_NAME,
     DenseContrastSegmentationTrainer,
-    UltralyticsHandle,
+    DenseContrastHandle,
     attach,
     batch_instances,
     get_handle,
@@ -199,7 +199,7 @@ def test_gradients_reach_the_prototype_branch_and_the_projector(step: dict[str, 
 
 def test_captures_are_cleared_after_the_step(step: dict[str, Any]) -> None:
     handle = step["handle"]
-    assert handle._batch is None and handle._protos is None and not handle._armed
+    assert handle.pending_steps == 0
 
 
 def test_a_training_forward_on_images_captures_nothing_and_warns_once(
@@ -212,7 +212,7 @@ def test_a_training_forward_on_images_captures_nothing_and_warns_once(
     images = batches[True]["img"]
     with pytest.warns(RuntimeWarning, match=r"dcl_loss was not computed.*model\(batch\)"):
         preds = model(images)
-    assert handle._protos is None and handle._batch is None and not handle._armed
+    assert handle.pending_steps == 0
     del preds  # what the caller holds; nothing else may keep the prototypes and their graph alive
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None, "model(images) left its prototypes referenced"
@@ -221,7 +221,7 @@ def test_a_training_forward_on_images_captures_nothing_and_warns_once(
         model(images)
         _, items = model(batches[True])  # a real step still gets its term
     tap.remove()
-    assert LOSS_KEY in items and handle._protos is None
+    assert LOSS_KEY in items and handle.pending_steps == 0
 
 
 @pytest.mark.parametrize("with_preds", [False, True])
@@ -234,7 +234,7 @@ def test_calling_model_loss_directly_warns_that_dcl_loss_is_missing(
     with pytest.warns(RuntimeWarning, match=r"model\.loss\(\.\.\.\) called directly"):
         preds = model(batch["img"]) if with_preds else None
         _, items = model.loss(batch, preds)
-    assert LOSS_KEY not in items and handle._protos is None and handle._batch is None
+    assert LOSS_KEY not in items and handle.pending_steps == 0
 
 
 # ---------------------------------------------------------------- the batch: overlap_mask, boxes
@@ -350,7 +350,7 @@ def test_train_and_eval_outputs_of_an_image_tensor_are_bit_identical(
         before = model(images)
         handle = attach(model)
         after = model(images)
-    assert _nested_equal(before, after) and handle._protos is None
+    assert _nested_equal(before, after) and handle.pending_steps == 0
     handle.remove()
     assert _hook_count(model) == 0 and not hasattr(model, SUBMODULE_NAME)
 
@@ -425,7 +425,7 @@ def test_custom_criterion_and_removal(batches: dict[bool, dict[str, Any]]) -> No
 
     model = _seg_model().train()
     with attach(model, Mean(), weight=2.0) as handle:
-        assert isinstance(handle, UltralyticsHandle) and get_handle(model) is handle
+        assert isinstance(handle, DenseContrastHandle) and get_handle(model) is handle
         _, items = model(batches[True])
         assert torch.isfinite(items[LOSS_KEY])
     assert _hook_count(model) == 0 and SUBMODULE_NAME not in model._modules and get_handle(model) is None
@@ -448,7 +448,7 @@ def test_an_exception_mid_step_releases_the_captured_prototypes(batches: dict[bo
     tap.remove()
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None, "the interrupted step's prototypes are still referenced"
-    assert handle._batch is None and handle._protos is None and not handle._armed
+    assert handle.pending_steps == 0
 
 
 def test_deepcopy_carries_its_own_handle(step: dict[str, Any]) -> None:

@@ -1,17 +1,28 @@
-"""What every framework adapter shares: the handle's lifecycle, the argument checks, the criterion.
+"""What every framework adapter shares: the capture lifecycle, the argument checks, the criterion.
 
-An adapter attaches the loss to a model with hooks only. :class:`AdapterHandle` owns what that leaves on
-the model (the hooks, the loss registered as the submodule ``model.dense_contrast``, a back-reference to
-the handle) and takes it all away again in :meth:`AdapterHandle.remove`. A framework's handle subclasses
-it, registers its hooks with :meth:`AdapterHandle._add_hook` and forgets what it captured in
-:meth:`AdapterHandle._clear`, which the base calls on removal.
+An adapter attaches the loss to a model with hooks only. :class:`DenseContrastHandle` is the one handle
+class of every framework: it owns what attaching leaves on the model (the hooks, the loss registered as
+the submodule ``model.dense_contrast``, a back-reference to the handle), runs the capture lifecycle of a
+training step, and takes it all away again in :meth:`DenseContrastHandle.remove`.
 
-This module is private: the framework modules re-export what users need.
+The lifecycle. A forward pre-hook on the model opens a *step* when the framework part says the call is a
+training step (:meth:`Framework.begin`); the framework's own hooks write what they capture into that
+step (:meth:`DenseContrastHandle.current_step`) and compute the loss where the framework collects its
+losses (:meth:`DenseContrastHandle.evaluate`, or :meth:`DenseContrastHandle.gt_box_loss` for models
+without proposals); a forward hook on the model, always called (also when the forward raised), closes
+the step and drops everything it captured. Steps are kept per thread, so one model stepped from several
+threads at once (a threaded loop, ``nn.DataParallel``'s replicas) gives each call its own captures.
+
+A framework adapter is a :class:`Framework` subclass: where its features and ground truth are, and how
+its framework collects losses. This module is private: the framework modules re-export what users need.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,7 +37,10 @@ SUBMODULE_NAME = "dense_contrast"
 HANDLE_ATTR = "_densecontrast_handle"
 """The model attribute that points back at its handle (so deep copies carry their own)."""
 
-_H = TypeVar("_H", bound="AdapterHandle")
+DEFAULT_WEIGHT = 1.2
+"""λ, the default factor of the loss in every adapter's ``attach`` (the paper's Cityscapes value)."""
+
+_H = TypeVar("_H", bound="DenseContrastHandle")
 
 
 def check_eager_model(model: object, expected: str) -> nn.Module:
@@ -58,7 +72,7 @@ def check_eager_model(model: object, expected: str) -> nn.Module:
 
 def check_not_attached(model: nn.Module, module_path: str) -> None:
     """Refuse a model that already carries a ``dense_contrast`` submodule or a handle."""
-    if SUBMODULE_NAME in model._modules or isinstance(getattr(model, HANDLE_ATTR, None), AdapterHandle):
+    if SUBMODULE_NAME in model._modules or isinstance(getattr(model, HANDLE_ATTR, None), DenseContrastHandle):
         raise ValueError(
             f"model already has a {SUBMODULE_NAME!r} submodule (attached twice?); call handle.remove() "
             f"or {module_path}.get_handle(model).remove() first"
@@ -144,9 +158,13 @@ def build_criterion(
     tau: float | None,
     *,
     where: str,
-    device: torch.device | None = None,
+    like: nn.Module | None = None,
 ) -> nn.Module:
     """The user's criterion, or the default ``DenseContrastiveLoss(k, tau, in_channels=channels)``.
+
+    The default criterion is put on the device and in the floating dtype of ``like`` (the module the
+    features come from), so attaching to a model already in float64, bfloat16 or float16 gives a
+    projector in the model's dtype. A user's criterion is taken as it is.
 
     Args:
         criterion: the user's loss module, or None for the default.
@@ -155,7 +173,7 @@ def build_criterion(
         k: samples per set for the default criterion (None: the library's default).
         tau: temperature for the default criterion (None: the library's default).
         where: where the features come from, for the messages.
-        device: where to put the default criterion.
+        like: the module whose device and floating dtype the default criterion takes, or None.
     """
     if criterion is not None:
         if not isinstance(criterion, nn.Module):
@@ -171,13 +189,16 @@ def build_criterion(
         return criterion
     if isinstance(channels, bool) or not isinstance(channels, int):
         raise ValueError(
-            f"cannot tell how many channels {where} has; "
-            "pass criterion=DenseContrastiveLoss(k, tau, in_channels=C)"
+            f"cannot tell how many channels {where} has (expected an int, got {channels!r}); "
+            "pass criterion=DenseContrastiveLoss(k, tau, in_channels=C) with C the channels of the features"
         )
     crit = DenseContrastiveLoss(
         DEFAULT_K if k is None else k, DEFAULT_TAU if tau is None else tau, in_channels=channels
     )
-    return crit if device is None else crit.to(device)
+    if like is None:
+        return crit
+    device, dtype = module_device(like), floating_dtype(like)
+    return crit.to(device=device, dtype=dtype)
 
 
 def module_device(module: nn.Module) -> torch.device | None:
@@ -187,35 +208,190 @@ def module_device(module: nn.Module) -> torch.device | None:
     return None
 
 
+def floating_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first floating-point parameter or buffer, or None."""
+    for tensor in (*module.parameters(recurse=True), *module.buffers(recurse=True)):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
 def is_library_loss(criterion: nn.Module) -> bool:
     """Whether ``criterion`` is exactly the library's loss (whose internals an adapter may use)."""
     return type(criterion) is DenseContrastiveLoss
 
 
-class AdapterHandle:
-    """Base of the handles the adapters return: owns the hooks and the loss submodule, removes them.
+class Step:
+    """What one training call of the model captured, for one thread.
+
+    Attributes:
+        model: the module the call ran on (the attached model, or a replica of it made by
+            ``nn.DataParallel``): its ``dense_contrast`` submodule is the criterion of this call.
+        values: the captures, by name (written by the framework's hooks).
+    """
+
+    __slots__ = ("model", "values")
+
+    def __init__(self, model: nn.Module, values: dict[str, Any]) -> None:
+        self.model = model
+        self.values = values
+
+    @property
+    def criterion(self) -> nn.Module | None:
+        crit = getattr(self.model, SUBMODULE_NAME, None)
+        return crit if isinstance(crit, nn.Module) else None
+
+
+class Framework:
+    """The framework-specific part of an adapter: where the features and the ground truth are.
+
+    A subclass registers its capture hooks in :meth:`install` (with :meth:`DenseContrastHandle.add_hook`;
+    hook functions must be bound methods of the framework object, so that a deep copy of the model
+    carries hooks bound to its own copy), says in :meth:`begin` which calls of the model are training
+    steps, and computes the loss with :meth:`DenseContrastHandle.evaluate` where its framework collects
+    losses.
+
+    Attributes:
+        handle: the handle this part belongs to (set by the handle).
+        layer: the module the features come from (its input or output).
+        layer_name: its dotted name in the model and its type, for messages (``"model.x.y (Conv2d)"``).
+        public: names of the attributes the handle exposes as its own (``handle.features``...).
+    """
+
+    module_path = "densecontrast.adapters"
+    public: tuple[str, ...] = ()
+    handle: DenseContrastHandle
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.layer_name = type(layer).__name__
+
+    def install(self, handle: DenseContrastHandle) -> None:
+        """Register the framework's hooks on ``handle.model`` with ``handle.add_hook``."""
+
+    def begin(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The first captures of a call of the model that is a training step, or None for any other call."""
+        return None
+
+    def repr_fields(self) -> list[str]:
+        return [f"{name}={getattr(self, name)!r}" for name in self.public]
+
+
+def _thread_id() -> int:
+    return threading.get_ident()
+
+
+class DenseContrastHandle:
+    """What every adapter's ``attach`` returns: owns the hooks and the loss submodule, and removes them.
 
     On construction it registers ``criterion`` as ``model.dense_contrast`` (so the optimizer, the
     ``state_dict``, ``.to()`` and DDP see its parameters) and stores itself on the model, so that
-    ``copy.deepcopy(model)`` carries a handle of its own. A framework's subclass registers its hooks with
-    :meth:`_add_hook` and overrides :meth:`_clear` to forget what its hooks captured.
+    ``copy.deepcopy(model)`` carries a handle of its own (found with the framework's ``get_handle``).
+    It is a context manager: ``with attach(model): ...`` removes it on exit.
+
+    Each training call of the model keeps its captures in a step of its own thread, opened when the call
+    starts and dropped when it ends, also when it raised; calls from several threads at once do not share
+    them. The ``last_*`` attributes are written by the latest step of any thread.
 
     Attributes:
         model: the model the loss is attached to.
         criterion: the loss module (also ``model.dense_contrast``).
-        weight: the factor applied to the loss before it reaches the framework's losses.
+        weight: λ, the factor applied to the loss before it reaches the framework's losses.
+        layer: the module whose input or output are the features the loss sees.
+        ignore_band: soft mask values within this distance of 0.5 are ignored (-1), or None.
+        margin: box margin of ground-truth-box RoIs (see :func:`~densecontrast.adapters.rois.gt_box_rois`),
+            None for adapters whose RoIs are the model's own proposals.
+        output_size: RoI grid (h, w) of ground-truth-box RoIs, or None (the model's own grid).
+        framework: the framework-specific part (:class:`Framework`); its public options (``features``,
+            ``overlap_mask``, ``instance_classes``) read as attributes of the handle too.
+        last_loss: the weighted term of the latest training step, detached (for logging), or None.
+        last_num_rois: how many RoIs the latest training step gave the loss, or None.
+        last_valid_rois: how many of them contributed (the criterion's ``last_valid_rois``, a detached
+            0-dim int64 tensor), or None when the criterion does not report it.
     """
 
-    def __init__(self, model: nn.Module, criterion: nn.Module, *, weight: float) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        framework: Framework,
+        *,
+        weight: float,
+        ignore_band: float | None = None,
+        margin: float | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> None:
         self.model = model
         self.criterion = criterion
         self.weight = weight
+        self.layer = framework.layer
+        self.ignore_band = ignore_band
+        self.margin = margin
+        self.output_size = output_size
+        self.framework = framework
+        self.last_loss: torch.Tensor | None = None
+        self.last_num_rois: int | None = None
+        self.last_valid_rois: torch.Tensor | None = None
         self._hooks: list[RemovableHandle] = []
+        self._lock = threading.Lock()
+        self._steps: dict[int, list[Step | None]] = {}
+        framework.handle = self
+        name = next((n for n, m in model.named_modules() if m is framework.layer), None)
+        if name is not None:
+            framework.layer_name = f"model.{name} ({type(framework.layer).__name__})"
         model.add_module(SUBMODULE_NAME, criterion)
         setattr(model, HANDLE_ATTR, self)
+        # Opens a step first, closes it last (always, also when the forward or a later hook raised).
+        self.add_hook(model.register_forward_pre_hook(self._begin, with_kwargs=True))
+        framework.install(self)
+        self.add_hook(model.register_forward_hook(self._end, always_call=True))
 
-    def _add_hook(self, hook: RemovableHandle) -> None:
+    # ------------------------------------------------------------------ lifecycle
+
+    def add_hook(self, hook: RemovableHandle) -> None:
+        """Keep a hook handle so that :meth:`remove` removes the hook."""
         self._hooks.append(hook)
+
+    def _begin(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        stack = self._stack(create=True)
+        stack.append(None)  # pushed before anything can raise: _end always has its entry to pop
+        values = self.framework.begin(module, args, kwargs)
+        if values is not None:
+            stack[-1] = Step(module, values)
+
+    def _end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        stack = self._stack(create=False)
+        if stack:
+            stack.pop()
+        if not stack:
+            with self._lock:
+                self._steps.pop(_thread_id(), None)
+
+    def _stack(self, *, create: bool) -> list[Step | None]:
+        key = _thread_id()
+        stack = self._steps.get(key)
+        if stack is None:
+            stack = []
+            if create:
+                with self._lock:
+                    self._steps[key] = stack
+        return stack
+
+    def current_step(self) -> Step | None:
+        """The innermost training step in progress in the calling thread, or None."""
+        for step in reversed(self._steps.get(_thread_id(), ())):
+            if step is not None:
+                return step
+        return None
+
+    @property
+    def pending_steps(self) -> int:
+        """How many training steps (of all threads) are in progress and hold captures: 0 between steps."""
+        with self._lock:
+            stacks = list(self._steps.values())
+        return sum(step is not None for stack in stacks for step in stack)
 
     @property
     def attached(self) -> bool:
@@ -227,14 +403,123 @@ class AdapterHandle:
         hooks, self._hooks = self._hooks, []
         for hook in hooks:
             hook.remove()
-        self._clear()
+        with self._lock:
+            self._steps.clear()
         if getattr(self.model, SUBMODULE_NAME, None) is self.criterion:
             delattr(self.model, SUBMODULE_NAME)
         if getattr(self.model, HANDLE_ATTR, None) is self:
             delattr(self.model, HANDLE_ATTR)
 
-    def _clear(self) -> None:
-        """Forget everything captured during a step (subclasses extend this)."""
+    # ------------------------------------------------------------------ the loss
+
+    def step_criterion(self, step: Step) -> nn.Module:
+        """The criterion of a step: the ``dense_contrast`` of the module the step ran on.
+
+        Under ``nn.DataParallel`` that is the replica's copy, on the replica's device.
+        """
+        crit = step.criterion
+        return self.criterion if crit is None else crit
+
+    def evaluate(
+        self, step: Step, feats: torch.Tensor, masks: torch.Tensor, *, scale: float = 1.0
+    ) -> torch.Tensor:
+        """``weight * scale * criterion(feats, masks)`` for one step, recorded in the ``last_*`` attributes.
+
+        Features whose dtype differs from the criterion's parameters are cast to it (outside autocast,
+        where the criterion computes in float32 on its own), so a user criterion in float32 also works on
+        a model in another dtype.
+
+        Args:
+            step: the step (from :meth:`current_step`).
+            feats: float tensor (R, C, h, w).
+            masks: tensor (R, h, w), bool or int8 1 / 0 / -1.
+            scale: an extra factor of the framework (Ultralytics' box gain).
+        """
+        crit = self.step_criterion(step)
+        feats = _to_criterion_dtype(crit, feats)
+        term = (self.weight * scale) * crit(feats, masks)
+        self._record(crit, term, feats.shape[0])
+        return term
+
+    def evaluate_passthrough(
+        self, step: Step, feats: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(feats_out, weight * loss)`` by the loss's in-place-gradient path, or None where it cannot run.
+
+        The path needs the library's own loss, in the dtype of ``feats`` (or under autocast); the caller
+        feeds ``feats_out`` to the one layer that reads the features, or falls back to :meth:`evaluate`.
+        """
+        crit = self.step_criterion(step)
+        passthrough = getattr(crit, "forward_passthrough", None)
+        if not is_library_loss(crit) or passthrough is None or _to_criterion_dtype(crit, feats) is not feats:
+            return None
+        feats_out, loss = passthrough(feats, masks)
+        term = self.weight * loss
+        self._record(crit, term, feats.shape[0])
+        return feats_out, term
+
+    def gt_box_loss(
+        self,
+        step: Step,
+        feats: torch.Tensor,
+        masks: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor] | None = None,
+        *,
+        image_size: tuple[int, int] | None = None,
+        scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The loss on ground-truth-box RoIs of a dense feature map (models without proposals).
+
+        Cuts every instance's box out of ``feats`` and out of its mask with
+        :func:`~densecontrast.adapters.rois.gt_box_rois` (with this handle's ``output_size``, ``margin``
+        and ``ignore_band``) and returns :meth:`evaluate` of them.
+
+        Args:
+            step: the step.
+            feats: float tensor (B, C, Hf, Wf).
+            masks: B tensors (G, Hm, Wm), each image's instance masks.
+            boxes: B float tensors (G, 4) in mask pixels, or None for the masks' tight boxes.
+            image_size: (H, W), the frame the feature map covers, or None (the masks' common size).
+            scale: an extra factor of the framework.
+        """
+        from .rois import gt_box_rois  # needs torchvision; the torch-only lifecycle does not
+
+        rois = gt_box_rois(
+            feats,
+            masks,
+            boxes,
+            output_size=self.output_size if self.output_size is not None else 28,
+            image_size=image_size,
+            margin=self.margin or 0.0,
+            ignore_band=self.ignore_band,
+        )
+        return self.evaluate(step, rois.feats, rois.masks, scale=scale)
+
+    def _record(self, crit: nn.Module, term: torch.Tensor, num_rois: int) -> None:
+        self.last_loss = term.detach()
+        self.last_num_rois = int(num_rois)
+        valid = getattr(crit, "last_valid_rois", None)
+        self.last_valid_rois = valid if isinstance(valid, torch.Tensor) else None
+
+    # ------------------------------------------------------------------ Python protocol
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names not found the normal way: the framework's public options.
+        framework = self.__dict__.get("framework")
+        if framework is not None and name in framework.public:
+            return getattr(framework, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (deepcopy, pickle) start with no step in progress and a lock of their own.
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_steps"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __enter__(self: _H) -> _H:
         return self
@@ -247,16 +532,85 @@ class AdapterHandle:
     ) -> None:
         self.remove()
 
-    def _repr_fields(self) -> list[str]:
-        return [f"weight={self.weight}"]
-
     def __repr__(self) -> str:
         state = "attached" if self.attached else "removed"
-        fields = ", ".join([type(self.model).__name__, *self._repr_fields(), state])
-        return f"{type(self).__name__}({fields})"
+        fields = [type(self.model).__name__, f"weight={self.weight}", f"layer={type(self.layer).__name__}"]
+        fields += self.framework.repr_fields()
+        if self.margin is not None:
+            fields += [f"margin={self.margin}", f"output_size={self.output_size}"]
+        if self.ignore_band is not None:
+            fields.append(f"ignore_band={self.ignore_band}")
+        return f"{type(self).__name__}({', '.join([*fields, state])})"
 
 
-def find_handle(model: nn.Module, cls: type[_H]) -> _H | None:
-    """The handle of type ``cls`` attached to ``model`` (or to the model it was deep-copied from), or None."""
+def _to_criterion_dtype(crit: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """``feats`` cast to the criterion's floating dtype, unless autocast decides the dtypes."""
+    dtype = floating_dtype(crit)
+    if dtype is None or feats.dtype == dtype or torch.is_autocast_enabled(feats.device.type):
+        return feats
+    return feats.to(dtype)
+
+
+def find_handle(model: nn.Module) -> DenseContrastHandle | None:
+    """The handle attached to ``model`` (or to the model it was deep-copied from), or None."""
     handle: Any = getattr(model, HANDLE_ATTR, None)
-    return handle if isinstance(handle, cls) else None
+    return handle if isinstance(handle, DenseContrastHandle) else None
+
+
+def deprecated_alias(module: str, old: str, new: str, value: object) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that returns ``value`` for ``old`` with a ``DeprecationWarning``."""
+
+    def __getattr__(name: str) -> Any:
+        if name == old:
+            warnings.warn(
+                f"{module}.{old} is deprecated; use {module}.{new} (the same class)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return value
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def read_option(args: Any, name: str, default: Any) -> Any:
+    """An option from a namespace or a mapping (``model.args`` of Ultralytics is either), or ``default``."""
+    if isinstance(args, Mapping):
+        return args.get(name, default)
+    return getattr(args, name, default)
+
+
+def resolve_layer(
+    model: nn.Module, layer: object, *, default: str, within: str | None, role: str
+) -> nn.Module:
+    """The module the features come from: ``layer`` (a dotted name or a module) or ``default``.
+
+    Args:
+        model: the model.
+        layer: what the user passed (None for ``default``).
+        default: the dotted name of the framework's usual module.
+        within: a dotted name the layer must lie inside (not be), or None.
+        role: what the layer's input or output is, for the messages ("input is the per-RoI feature map").
+    """
+    from ..taps import resolve_module
+
+    if layer is not None and not isinstance(layer, (str, nn.Module)):
+        raise TypeError(
+            f"layer must be None, a dotted module name or an nn.Module; got {type(layer).__name__}"
+        )
+    if layer is None:
+        try:
+            return resolve_module(model, default)
+        except ValueError:
+            raise ValueError(
+                f"model ({type(model).__name__}) has no {default}; pass layer=, the module whose {role}"
+            ) from None
+    module = resolve_module(model, layer)
+    if within is not None:
+        outer = resolve_module(model, within)
+        if module is outer or not any(m is module for m in outer.modules()):
+            raise ValueError(
+                f"layer must be a module inside model.{within}, the module whose {role}; got {layer!r} "
+                f"({type(module).__name__})"
+            )
+    return module

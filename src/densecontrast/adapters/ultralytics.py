@@ -34,8 +34,10 @@ from torch import Tensor, nn
 
 from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import (
+    DEFAULT_WEIGHT,
     SUBMODULE_NAME,
-    AdapterHandle,
+    DenseContrastHandle,
+    Framework,
     build_criterion,
     check_eager_model,
     check_ignore_band,
@@ -43,10 +45,10 @@ from ._base import (
     check_not_attached,
     check_output_size,
     check_weight,
+    deprecated_alias,
     find_handle,
-    module_device,
+    read_option,
 )
-from .rois import gt_box_rois
 
 try:
     from ultralytics.engine.model import Model as _UltralyticsModel
@@ -62,8 +64,8 @@ except ImportError as err:  # pragma: no cover - exercised only without ultralyt
 __all__ = [
     "LOSS_KEY",
     "SUBMODULE_NAME",
+    "DenseContrastHandle",
     "DenseContrastSegmentationTrainer",
-    "UltralyticsHandle",
     "attach",
     "batch_instances",
     "get_handle",
@@ -74,13 +76,7 @@ LOSS_KEY = "dcl_loss"
 Features = Literal["proto", "proto_input"]
 _FEATURES: tuple[str, ...] = ("proto", "proto_input")
 _DEFAULT_SEG_GAIN = 7.5  # Ultralytics' default `box` gain, which also scales seg_loss
-
-
-def _get(args: Any, name: str, default: Any) -> Any:
-    """A training argument from ``model.args`` (a namespace or a dict), or ``default``."""
-    if isinstance(args, Mapping):
-        return args.get(name, default)
-    return getattr(args, name, default)
+_MODULE_PATH = "densecontrast.adapters.ultralytics"
 
 
 def batch_instances(
@@ -156,72 +152,33 @@ def batch_instances(
     return out_masks, out_boxes
 
 
-class UltralyticsHandle(AdapterHandle):
-    """What :func:`attach` returns: owns the hooks and the loss submodule, and takes them away again.
+class _YoloSeg(Framework):
+    """YOLO-seg: the batch dict of a training call ``model(batch)`` and the Segment head's prototypes."""
 
-    Attributes:
-        model: the ``SegmentationModel``.
-        criterion: the loss module (also ``model.dense_contrast``).
-        weight: λ; the loss vector gets ``weight * box_gain * L * batch_size`` (see :func:`attach`).
-        features: ``"proto"`` or ``"proto_input"``.
-        output_size: the RoI grid (h, w).
-        margin: the box margin (see :func:`~densecontrast.adapters.rois.gt_box_rois`).
-        ignore_band: see :func:`~densecontrast.adapters.rois.gt_box_rois`.
-        overlap_mask: the masks' layout, or None to read ``model.args.overlap_mask`` at every step.
-    """
+    module_path = _MODULE_PATH
+    public = ("features", "overlap_mask")
 
-    def __init__(
-        self,
-        model: nn.Module,
-        criterion: nn.Module,
-        *,
-        weight: float,
-        features: Features,
-        output_size: tuple[int, int],
-        margin: float,
-        ignore_band: float | None,
-        overlap_mask: bool | None,
-    ) -> None:
-        super().__init__(model, criterion, weight=weight)
+    def __init__(self, layer: nn.Module, *, features: Features, overlap_mask: bool | None) -> None:
+        super().__init__(layer)
         self.features = features
-        self.output_size = output_size
-        self.margin = margin
-        self.ignore_band = ignore_band
         self.overlap_mask = overlap_mask
-        self._batch: Mapping[str, Any] | None = None
-        self._armed = False  # True only inside a training call model(batch)
-        self._protos: Any = None
         self._warned = False
-        proto = _proto(model)
-        if features == "proto":
-            self._add_hook(proto.register_forward_hook(self._on_proto_output))
+
+    def install(self, handle: DenseContrastHandle) -> None:
+        if self.features == "proto":
+            handle.add_hook(self.layer.register_forward_hook(self._on_proto_output))
         else:
-            cv3 = cast(nn.Module, proto.cv3)
-            self._add_hook(cv3.register_forward_pre_hook(self._on_proto_input))
-        self._add_hook(model.register_forward_pre_hook(self._on_model_input))
-        self._add_hook(model.register_forward_hook(self._on_model_output, always_call=True))
+            handle.add_hook(self.layer.register_forward_pre_hook(self._on_proto_input))
+        handle.add_hook(handle.model.register_forward_hook(self._on_model_output))
 
-    def _repr_fields(self) -> list[str]:
-        return [
-            f"weight={self.weight}",
-            f"features={self.features!r}",
-            f"output_size={self.output_size}",
-            f"margin={self.margin}",
-        ]
-
-    def _clear(self) -> None:
-        self._batch = None
-        self._armed = False
-        self._protos = None
-
-    def _on_model_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def begin(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
         # model(batch) runs model.loss(batch), which runs the network on batch["img"] inside: only the
-        # outer call (a dict) starts a step, and only a training one arms the capture of the prototypes.
-        if args and isinstance(args[0], Mapping):
-            self._clear()
-            if module.training:
-                self._batch = args[0]
-                self._armed = True
+        # outer call (a dict) in training is a step.
+        if module.training and args and isinstance(args[0], Mapping):
+            return {"batch": args[0]}
+        return None
 
     def _on_proto_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._capture(module, output)
@@ -230,11 +187,12 @@ class UltralyticsHandle(AdapterHandle):
         self._capture(module, args[0] if args else None)
 
     def _capture(self, module: nn.Module, value: Any) -> None:
-        if self._armed:
-            self._protos = value
+        step = self.handle.current_step()
+        if step is not None:
+            step.values["protos"] = value
         elif module.training and torch.is_grad_enabled() and not self._warned:
-            # model(images) or model.loss(...) in training: the output hook never sees a step, so the
-            # prototypes are not kept (their graph would outlive the call) and no term is added.
+            # model(images) or model.loss(...) in training: no step, so the prototypes are not kept (their
+            # graph would outlive the call) and no term is added.
             self._warned = True
             warnings.warn(
                 f"densecontrast: the YOLO-seg prototypes were computed in training mode outside a training "
@@ -242,48 +200,37 @@ class UltralyticsHandle(AdapterHandle):
                 "not computed. Call model(batch) with Ultralytics' batch dict, as its trainer does, to train "
                 "with the dense contrastive loss (warned once)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        if not args or not isinstance(args[0], Mapping):
-            return None  # a call on the images: no step to finish
-        batch, protos = self._batch, self._protos
-        self._clear()  # on every exit path, also when the step raised (output is None then)
-        if output is None or batch is None or not module.training:
-            return None
+        step = self.handle.current_step()
+        if step is None or not args or args[0] is not step.values.get("batch"):
+            return None  # not a step, or a call on the images inside one
+        protos = step.values.pop("protos", None)
         if protos is None:
             raise RuntimeError(
-                "densecontrast: a training call model(batch) ran but the Segment head's prototypes were not "
-                "captured; is model.model[-1] the Segment head that produced the masks?"
+                f"densecontrast: expected the training call model(batch) to run {self.layer_name} of the "
+                "Segment head (model.model[-1].proto), whose prototypes the loss needs; it did not run. "
+                "Attach to a YOLO-seg SegmentationModel whose last layer is the Segment head that made the "
+                "masks"
             )
         if isinstance(protos, (tuple, list)):  # YOLO26's Proto26 returns (prototypes, semantic logits)
             protos = protos[0]
         loss_vec, items = output
-        loss = self._loss(module, protos, batch)
-        term = self.weight * _get(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN) * loss
-        num_images = protos.shape[0]
-        loss_vec = torch.cat([loss_vec, (term * num_images).reshape(1).to(loss_vec.dtype)])
-        return loss_vec, {**items, LOSS_KEY: term.detach()}
-
-    def _loss(self, model: nn.Module, protos: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        batch = step.values["batch"]
         overlap = self.overlap_mask
         if overlap is None:
-            overlap = bool(_get(getattr(model, "args", None), "overlap_mask", True))
+            overlap = bool(read_option(getattr(module, "args", None), "overlap_mask", True))
         masks, boxes = batch_instances(
             {k: batch[k].to(protos.device) for k in ("masks", "bboxes", "batch_idx")},
             protos.shape[0],
             overlap_mask=overlap,
         )
-        rois = gt_box_rois(
-            protos,
-            masks,
-            boxes,
-            output_size=self.output_size,
-            margin=self.margin,
-            ignore_band=self.ignore_band,
-        )
-        return self.criterion(rois.feats, rois.masks)
+        gain = float(read_option(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN))
+        term = self.handle.gt_box_loss(step, protos, masks, boxes, scale=gain)
+        loss_vec = torch.cat([loss_vec, (term * protos.shape[0]).reshape(1).to(loss_vec.dtype)])
+        return loss_vec, {**items, LOSS_KEY: term.detach()}
 
 
 def _proto(model: nn.Module) -> nn.Module:
@@ -316,16 +263,20 @@ def _check_model(model: object) -> nn.Module:
     return model
 
 
-def get_handle(model: nn.Module) -> UltralyticsHandle | None:
+def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    return find_handle(model, UltralyticsHandle)
+    handle = find_handle(model)
+    return handle if handle is not None and isinstance(handle.framework, _YoloSeg) else None
+
+
+__getattr__ = deprecated_alias(_MODULE_PATH, "UltralyticsHandle", "DenseContrastHandle", DenseContrastHandle)
 
 
 def attach(
     model: nn.Module,
     criterion: nn.Module | None = None,
     *,
-    weight: float = 1.2,
+    weight: float = DEFAULT_WEIGHT,
     k: int | None = None,
     tau: float | None = None,
     features: Features = "proto",
@@ -333,7 +284,7 @@ def attach(
     margin: float = 0.0,
     ignore_band: float | None = None,
     overlap_mask: bool | None = None,
-) -> UltralyticsHandle:
+) -> DenseContrastHandle:
     """Add the dense contrastive loss to an Ultralytics YOLO-seg model as ``dcl_loss``.
 
     In training, ``model(batch)`` (what Ultralytics' trainer calls) returns the criterion's loss vector
@@ -366,7 +317,7 @@ def attach(
             at every step (the trainer's setting; True when absent).
 
     Returns:
-        An :class:`UltralyticsHandle`; ``handle.remove()`` restores the model.
+        A :class:`~densecontrast.adapters.DenseContrastHandle`; ``handle.remove()`` restores the model.
 
     Raises:
         TypeError: a ``YOLO`` wrapper, a compiled, scripted or data-parallel model, or wrong types.
@@ -395,18 +346,11 @@ def attach(
     proto = _proto(model)
     last_conv = getattr(getattr(proto, "cv3", None), "conv", None)  # Proto's final 1x1 convolution
     channels = getattr(last_conv, "in_channels" if features == "proto_input" else "out_channels", None)
-    crit = build_criterion(
-        criterion, channels, k, tau, where=f"the {features} features", device=module_device(proto)
-    )
-    return UltralyticsHandle(
-        model,
-        crit,
-        weight=weight,
-        features=features,
-        output_size=size,
-        margin=margin,
-        ignore_band=band,
-        overlap_mask=overlap_mask,
+    layer = cast(nn.Module, proto.cv3) if features == "proto_input" else proto
+    crit = build_criterion(criterion, channels, k, tau, where=f"the {features} features", like=proto)
+    framework = _YoloSeg(layer, features=features, overlap_mask=overlap_mask)
+    return DenseContrastHandle(
+        model, crit, framework, weight=weight, ignore_band=band, margin=margin, output_size=size
     )
 
 
@@ -452,7 +396,7 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
             loss separately, which the hooks cannot see).
     """
 
-    dcl_weight: ClassVar[float] = 1.2
+    dcl_weight: ClassVar[float] = DEFAULT_WEIGHT
     dcl_k: ClassVar[int | None] = None
     dcl_tau: ClassVar[float | None] = None
     dcl_features: ClassVar[Features] = "proto"
