@@ -588,3 +588,58 @@ def test_train_two_epochs_writes_dcl_loss_and_plain_checkpoints(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loaded segment SegmentationModel" in proc.stdout
+
+
+class _Interrupt(Exception):
+    """Raised from a callback to stop a run the way a crash would, leaving a resumable last.pt."""
+
+
+def _interrupt(trainer: Any) -> None:
+    raise _Interrupt
+
+
+@pytest.mark.slow
+def test_resume_restores_the_projector_and_plain_resume_runs(
+    data_yaml: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n-seg.yaml")
+    yolo.add_callback("on_model_save", _interrupt)  # after epoch 1 of 2 is saved
+    with pytest.raises(_Interrupt):
+        yolo.train(
+            data=str(data_yaml), epochs=2, imgsz=IMGSZ, batch=2, workers=0, device="cpu", plots=False,
+            amp=False, val=False, project=str(tmp_path), name="run", exist_ok=True, verbose=False, seed=0,
+            trainer=DenseContrastSegmentationTrainer,
+        )  # fmt: skip
+    last = tmp_path / "run" / "weights" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    saved = ckpt["optimizer"]["densecontrast"]
+    assert not hasattr(ckpt["ema"], SUBMODULE_NAME)  # the inference weights stay plain YOLO
+    assert len(ckpt["optimizer"]["param_groups"]) == 3  # Ultralytics' own groups, as a plain run has
+    assert saved["criterion"] and saved["state"]  # the projector's weights and its AdamW moments
+
+    seen: dict[str, Any] = {}
+
+    def record(trainer: Any) -> None:
+        crit = trainer.model.dense_contrast
+        seen["weights"] = {k: v.clone() for k, v in crit.state_dict().items()}
+        params = [p for g in trainer.optimizer.param_groups[3:] for p in g["params"]]
+        seen["moments"] = [trainer.optimizer.state[p]["exp_avg"].clone() for p in params]
+        raise _Interrupt
+
+    resumed = YOLO(str(last))
+    resumed.add_callback("on_train_epoch_start", record)
+    with pytest.raises(_Interrupt):
+        resumed.train(resume=True, trainer=DenseContrastSegmentationTrainer)
+    for key, value in saved["criterion"].items():
+        torch.testing.assert_close(seen["weights"][key], value, rtol=0, atol=0)
+    expected = [saved["state"][i]["exp_avg"] for g in saved["param_groups"] for i in g["params"]]
+    assert len(seen["moments"]) == len(expected) == 4
+    for got, want in zip(seen["moments"], expected):
+        torch.testing.assert_close(got, want.float(), rtol=0, atol=0)
+
+    plain = YOLO(str(last))  # no trainer=: resumes as plain Ultralytics training
+    plain.add_callback("on_train_epoch_start", _interrupt)
+    with pytest.raises(_Interrupt):
+        plain.train(resume=True)

@@ -28,12 +28,14 @@ from ._base import (
     SUBMODULE_NAME,
     DenseContrastHandle,
     Framework,
+    check_not_attached,
+    find_handle,
+)
+from ._checks import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
-    check_not_attached,
     check_weight,
-    find_handle,
     resolve_layer,
 )
 from ._targets import masks_from_soft, match_positives, positive_mask_targets, project_masks

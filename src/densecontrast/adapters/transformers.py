@@ -35,14 +35,16 @@ from ._base import (
     DEFAULT_WEIGHT,
     DenseContrastHandle,
     Framework,
+    check_not_attached,
+    find_handle,
+)
+from ._checks import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
     check_margin,
-    check_not_attached,
     check_output_size,
     check_weight,
-    find_handle,
     resolve_layer,
 )
 from ._targets import _class_ids, instance_masks

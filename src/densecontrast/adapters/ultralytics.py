@@ -27,34 +27,33 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import (
     DEFAULT_WEIGHT,
     SUBMODULE_NAME,
     DenseContrastHandle,
     Framework,
+    check_not_attached,
+    deprecated_alias,
+    find_handle,
+)
+from ._checks import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
     check_margin,
-    check_not_attached,
     check_output_size,
     check_weight,
-    deprecated_alias,
-    find_handle,
     read_option,
 )
 
 try:
     from ultralytics.engine.model import Model as _UltralyticsModel
-    from ultralytics.models.yolo.segment import SegmentationTrainer
     from ultralytics.nn.modules.block import Proto
-    from ultralytics.utils import DEFAULT_CFG
 except ImportError as err:  # pragma: no cover - exercised only without ultralytics
     raise ImportError(
         "densecontrast.adapters.ultralytics needs ultralytics; install it with "
@@ -65,7 +64,7 @@ __all__ = [
     "LOSS_KEY",
     "SUBMODULE_NAME",
     "DenseContrastHandle",
-    "DenseContrastSegmentationTrainer",
+    "DenseContrastSegmentationTrainer",  # noqa: F822 (loaded on first use by __getattr__)
     "attach",
     "batch_instances",
     "get_handle",
@@ -269,7 +268,16 @@ def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     return handle if handle is not None and isinstance(handle.framework, _YoloSeg) else None
 
 
-__getattr__ = deprecated_alias(_MODULE_PATH, "UltralyticsHandle", "DenseContrastHandle", DenseContrastHandle)
+_deprecated = deprecated_alias(_MODULE_PATH, "UltralyticsHandle", "DenseContrastHandle", DenseContrastHandle)
+
+
+def __getattr__(name: str) -> Any:
+    # The trainer lives in its own module (it imports this one), loaded on first use.
+    if name == "DenseContrastSegmentationTrainer":
+        from ._ultralytics_trainer import DenseContrastSegmentationTrainer
+
+        return DenseContrastSegmentationTrainer
+    return _deprecated(name)
 
 
 def attach(
@@ -352,115 +360,3 @@ def attach(
     return DenseContrastHandle(
         model, crit, framework, weight=weight, ignore_band=band, margin=margin, output_size=size
     )
-
-
-_TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "ignore_band")
-
-
-def _check_trainer_options(options: Mapping[str, Any]) -> None:
-    """Check the trainer's options as :func:`attach` would, before Ultralytics builds anything."""
-    check_weight(options["weight"])
-    if options["features"] not in _FEATURES:
-        raise ValueError(f"features must be one of {_FEATURES}; got {options['features']!r}")
-    check_output_size(options["output_size"])
-    check_margin(options["margin"])
-    check_ignore_band(options["ignore_band"])
-    k, tau = options["k"], options["tau"]
-    if k is not None or tau is not None:  # the default criterion checks its own k and tau
-        DenseContrastiveLoss(DEFAULT_K if k is None else k, DEFAULT_TAU if tau is None else tau)
-
-
-class DenseContrastSegmentationTrainer(SegmentationTrainer):
-    """Ultralytics' ``SegmentationTrainer`` with the dense contrastive loss attached to its model.
-
-    Use it as ``YOLO("yolo11n-seg.yaml").train(data=..., trainer=DenseContrastSegmentationTrainer)``:
-    ``dcl_loss`` then shows in the progress bar and in ``results.csv`` (``train/dcl_loss``; validation
-    does not compute it, so ``val/dcl_loss`` reads 0). The options are class attributes; set them on a
-    subclass, or get one from :meth:`with_options`:
-
-    - ``dcl_weight`` (1.2), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07), ``dcl_features``
-      (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
-      :func:`attach`.
-
-    The model built by :meth:`get_model` gets the loss; the EMA copy that Ultralytics validates and saves
-    in ``last.pt``/``best.pt`` does not (no hooks, no ``dense_contrast`` submodule), so checkpoints load
-    in plain Ultralytics without densecontrast. The projection head is a training-only part and is not in
-    the checkpoints: a resumed run starts it afresh.
-
-    The options are checked by :meth:`with_options` and again when the trainer is built (before
-    Ultralytics creates its run directory), with the errors :func:`attach` raises.
-
-    Raises:
-        TypeError: an option of the wrong type.
-        ValueError: a bad option value, or ``compile=True`` (Ultralytics then calls the network and the
-            loss separately, which the hooks cannot see).
-    """
-
-    dcl_weight: ClassVar[float] = DEFAULT_WEIGHT
-    dcl_k: ClassVar[int | None] = None
-    dcl_tau: ClassVar[float | None] = None
-    dcl_features: ClassVar[Features] = "proto"
-    dcl_output_size: ClassVar[int | tuple[int, int]] = 28
-    dcl_margin: ClassVar[float] = 0.0
-    dcl_ignore_band: ClassVar[float | None] = None
-
-    def __init__(
-        self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: Any = None
-    ) -> None:
-        _check_trainer_options({name: getattr(self, f"dcl_{name}") for name in _TRAINER_OPTIONS})
-        super().__init__(cfg, overrides, _callbacks)
-        if self.args.compile:
-            raise ValueError(
-                f"compile={self.args.compile!r} is not supported with the dense contrastive loss: with it "
-                "Ultralytics calls the network and the loss separately, so the loss would silently be "
-                "missing. Train with compile=False"
-            )
-
-    @classmethod
-    def with_options(cls, **options: Any) -> type[DenseContrastSegmentationTrainer]:
-        """A subclass with other options, e.g. ``with_options(weight=2.0, margin=0.1)``.
-
-        Keys are :func:`attach`'s keyword names (``weight``, ``k``, ``tau``, ``features``,
-        ``output_size``, ``margin``, ``ignore_band``). For multi-GPU training (Ultralytics re-imports the
-        trainer class in each process), define the subclass in an importable module instead.
-        """
-        unknown = set(options) - set(_TRAINER_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown options {sorted(unknown)}; expected some of {sorted(_TRAINER_OPTIONS)}"
-            )
-        _check_trainer_options(
-            {name: options.get(name, getattr(cls, f"dcl_{name}")) for name in _TRAINER_OPTIONS}
-        )
-        attrs = {f"dcl_{name}": value for name, value in options.items()}
-        return cast(type[DenseContrastSegmentationTrainer], type(cls.__name__, (cls,), attrs))
-
-    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
-        """Ultralytics' segmentation model, with the dense contrastive loss attached."""
-        model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
-        attach(
-            model,
-            weight=self.dcl_weight,
-            k=self.dcl_k,
-            tau=self.dcl_tau,
-            features=self.dcl_features,
-            output_size=self.dcl_output_size,
-            margin=self.dcl_margin,
-            ignore_band=self.dcl_ignore_band,
-        )
-        return model
-
-    # Ultralytics builds its EMA as a deep copy of the model, which would carry the hooks and the loss
-    # into the validated model and into every checkpoint. Whenever an EMA is set, strip them from it.
-    @property
-    def ema(self) -> Any:
-        return self.__dict__.get("_dcl_ema")
-
-    @ema.setter
-    def ema(self, value: Any) -> None:
-        copy = getattr(value, "ema", None)
-        if isinstance(copy, nn.Module):
-            handle = get_handle(copy)
-            if handle is not None:
-                handle.remove()
-        self.__dict__["_dcl_ema"] = value
