@@ -87,5 +87,5 @@ def test_a_state_with_the_criterion_inside_the_groups_is_refused_with_what_to_do
     old.add_param_group({"params": [nn.Parameter(torch.zeros(1))]})
     optimizer = _optimizer(model)
     keep_criterion_state(optimizer, model.dense_contrast, what="x")
-    with pytest.raises(ValueError, match="has 3 parameter groups; expected 2.*Start a new run"):
+    with pytest.raises(ValueError, match=r"has 3 parameter groups; expected 2.*Start a new run"):
         optimizer.load_state_dict(old.state_dict())

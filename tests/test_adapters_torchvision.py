@@ -416,7 +416,7 @@ def test_layer_override_for_a_custom_predictor(fresh: nn.Module) -> None:
         attach(fresh)
     images, targets = _batch(13)
     handle = attach(fresh, layer="roi_heads.mask_predictor.spare")
-    with pytest.raises(RuntimeError, match="spare.*never called.*pass layer="):
+    with pytest.raises(RuntimeError, match=r"spare.*never called.*pass layer="):
         fresh(images, targets)
     assert handle.pending_steps == 0  # cleared despite the error
     handle.remove()

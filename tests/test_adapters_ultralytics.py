@@ -32,8 +32,8 @@ from densecontrast.adapters.rois import gt_box_rois
 from densecontrast.adapters.ultralytics import (
     LOSS_KEY,
     SUBMODULE_NAME,
-    DenseContrastSegmentationTrainer,
     DenseContrastHandle,
+    DenseContrastSegmentationTrainer,
     attach,
     batch_instances,
     get_handle,
