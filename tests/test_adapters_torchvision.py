@@ -561,3 +561,73 @@ def test_in_place_gradient_path_equals_the_generic_path(base: nn.Module) -> None
     assert any("mask_head" in n for n in fast_grads) and any("dense_contrast" in n for n in fast_grads)
     for name in fast_grads:
         torch.testing.assert_close(fast_grads[name], generic_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------- threads and dtypes
+
+
+def test_one_model_stepped_from_two_threads_gives_every_step_its_loss(fresh: nn.Module) -> None:
+    """A threaded loop (or nn.DataParallel's replicas) calls one attached model concurrently: each call
+    keeps its own captures, so no step loses loss_dcl or sees another step's RoIs."""
+    import sys
+    import threading
+
+    handle = attach(fresh)
+    errors: list[BaseException] = []
+    missing: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run(seed: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(4):
+                images, targets = _batch(seed + i) if seed == 0 else _empty_batch()
+                losses = fresh(images, targets)
+                if LOSS_KEY not in losses or not torch.isfinite(losses[LOSS_KEY]):
+                    missing.append(seed + i)
+        except BaseException as err:
+            errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=run, args=(s,)) for s in (0, 100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert not missing and handle.pending_steps == 0
+
+
+def test_attach_to_a_float64_model_trains_in_float64(base: nn.Module) -> None:
+    model = copy.deepcopy(base).double().train()
+    attach(model)
+    assert {p.dtype for p in model.dense_contrast.parameters()} == {torch.float64}
+    images, targets = _batch(2)
+    losses = model([i.double() for i in images], targets)
+    assert losses[LOSS_KEY].dtype == torch.float64 and losses[LOSS_KEY] > 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.dense_contrast.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_attach_to_a_half_precision_model_puts_the_criterion_in_its_dtype(
+    base: nn.Module, dtype: torch.dtype
+) -> None:
+    # A training step of a bf16/fp16 Mask R-CNN cannot run on CPU (torchvision's nms has no CPU kernel
+    # for them); the step itself is covered by the Ultralytics tests and on GPU.
+    model = copy.deepcopy(base).to(dtype)
+    handle = attach(model)
+    assert {p.dtype for p in model.dense_contrast.parameters()} == {dtype}
+    feats = torch.randn(3, TINY_CHANNELS, 28, 28, dtype=dtype, requires_grad=True)
+    masks = torch.zeros(3, 28, 28, dtype=torch.bool)
+    masks[:, 5:20, 5:20] = True
+    from densecontrast.adapters._base import Step
+
+    term = handle.evaluate(Step(model, {}), feats, masks)
+    assert torch.isfinite(term) and term > 0
+    term.backward()
+    assert feats.grad is not None and feats.grad.dtype == dtype

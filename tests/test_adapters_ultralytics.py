@@ -643,3 +643,56 @@ def test_resume_restores_the_projector_and_plain_resume_runs(
     plain.add_callback("on_train_epoch_start", _interrupt)
     with pytest.raises(_Interrupt):
         plain.train(resume=True)
+
+
+# ---------------------------------------------------------------- dtypes and threads
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_attach_to_a_model_in_another_dtype_trains(
+    batches: dict[bool, dict[str, Any]], dtype: torch.dtype
+) -> None:
+    model = _seg_model().to(dtype).train()
+    attach(model)
+    assert {p.dtype for p in model.dense_contrast.parameters()} == {dtype}
+    batch = {**batches[True], "img": batches[True]["img"].to(dtype)}
+    loss_vec, items = model(batch)
+    assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
+    loss_vec.sum().backward()
+    grads = [p.grad for p in model.dense_contrast.parameters()]
+    assert all(g is not None and g.dtype == dtype and torch.isfinite(g).all() for g in grads)
+
+
+def test_one_model_stepped_from_two_threads_gives_every_step_its_own_loss(
+    batches: dict[bool, dict[str, Any]],
+) -> None:
+    import threading
+
+    model = _seg_model().train()
+    handle = attach(model)
+    errors: list[BaseException] = []
+    missing: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                _, items = model(batches[True])
+                if LOSS_KEY not in items:
+                    missing.append(index)
+        except BaseException as err:
+            errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors and not missing, (errors, missing)
+    assert handle.pending_steps == 0
