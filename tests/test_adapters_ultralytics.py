@@ -696,3 +696,14 @@ def test_one_model_stepped_from_two_threads_gives_every_step_its_own_loss(
         sys.setswitchinterval(interval)
     assert not errors and not missing, (errors, missing)
     assert handle.pending_steps == 0
+
+
+def test_a_batch_without_masks_says_what_was_expected(batches: dict[bool, dict[str, Any]]) -> None:
+    batch = {k: v for k, v in batches[True].items() if k != "masks"}
+    with pytest.raises(
+        ValueError, match=r"no 'masks'; expected Ultralytics' segmentation batch dict.*got keys"
+    ):
+        batch_instances(batch, 4, overlap_mask=True)
+    bad = {**batches[True], "bboxes": batches[True]["bboxes"][:-1]}
+    with pytest.raises(ValueError, match=r"one box per instance in batch\['bboxes'\], \(N, 4\) with N = \d+"):
+        batch_instances(bad, 4, overlap_mask=True)

@@ -93,7 +93,8 @@ def match_positives(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
     if gt_boxes.shape[0] == 0:
         raise ValueError(
             f"gt_boxes is empty (shape {tuple(gt_boxes.shape)}) but boxes holds {boxes.shape[0]} positive "
-            "proposals; positives need a ground truth to match"
+            "proposals; positives need a ground truth to match. Pass the image's ground-truth boxes (G, 4) "
+            "with G >= 1, or no positive proposals"
         )
     from torchvision.ops import box_iou
 

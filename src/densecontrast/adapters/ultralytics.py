@@ -101,12 +101,18 @@ def batch_instances(
     """
     for key in ("masks", "bboxes", "batch_idx"):
         if key not in batch:
-            raise ValueError(f"the batch has no {key!r}; densecontrast needs Ultralytics' segmentation batch")
+            raise ValueError(
+                f"the batch has no {key!r}; expected Ultralytics' segmentation batch dict (keys img, masks, "
+                f"bboxes, batch_idx, cls); got keys {sorted(batch)}. Call model(batch) with the batches of "
+                "Ultralytics' segmentation dataloader"
+            )
     masks, bboxes = batch["masks"], batch["bboxes"]
     batch_idx = batch["batch_idx"].reshape(-1).long()
     if bboxes.shape[0] != batch_idx.shape[0]:
         raise ValueError(
-            f"batch['bboxes'] {tuple(bboxes.shape)} and batch['batch_idx'] {tuple(batch_idx.shape)} disagree"
+            f"expected one box per instance in batch['bboxes'], (N, 4) with N = {batch_idx.shape[0]} from "
+            f"batch['batch_idx'] {tuple(batch_idx.shape)}; got {tuple(bboxes.shape)}. Build the batch with "
+            "Ultralytics' collate function, which keeps them aligned"
         )
     hm, wm = masks.shape[-2:]
     if overlap_mask and masks.shape[0] != num_images:
