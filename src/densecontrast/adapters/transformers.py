@@ -71,8 +71,8 @@ def _check_model(model: object) -> nn.Module:
     if isinstance(weight_dict, dict) and any(key in LOSS_KEY for key in weight_dict):
         raise ValueError(
             f"expected no key of model.weight_dict to be contained in {LOSS_KEY!r}; got "
-            f"{sorted(weight_dict)}. The model would scale the dense contrastive term by that entry: rename the key, and set the "
-            "term's factor with weight="
+            f"{sorted(weight_dict)}. The model would scale the dense contrastive term by that entry: "
+            "rename the key, and set the term's factor with weight="
         )
     return model
 
@@ -139,8 +139,8 @@ class _MaskFormer(Framework):
         if len(masks) != feats.shape[0]:
             raise RuntimeError(
                 "densecontrast: expected mask_labels to hold one tensor per image, "
-                f"{feats.shape[0]} as in the mask features {tuple(feats.shape)}; got {len(masks)}. Pass mask_labels and class_labels as "
-                "lists with one entry per image of pixel_values"
+                f"{feats.shape[0]} as in the mask features {tuple(feats.shape)}; got {len(masks)}. "
+                "Pass mask_labels and class_labels as lists with one entry per image of pixel_values"
             )
         # The labels of a batch share the padded frame; HF's own loss pads smaller ones at the bottom/right.
         frame = (max(m.shape[-2] for m in masks), max(m.shape[-1] for m in masks)) if masks else None
