@@ -707,3 +707,114 @@ def test_a_batch_without_masks_says_what_was_expected(batches: dict[bool, dict[s
     bad = {**batches[True], "bboxes": batches[True]["bboxes"][:-1]}
     with pytest.raises(ValueError, match=r"one box per instance in batch\['bboxes'\], \(N, 4\) with N = \d+"):
         batch_instances(bad, 4, overlap_mask=True)
+
+
+_GLOO_STEP = """
+import os, sys
+os.environ["YOLO_OFFLINE"] = "1"
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.tasks import SegmentationModel
+from ultralytics.utils import DEFAULT_CFG
+from densecontrast.adapters.ultralytics import LOSS_KEY, attach
+
+rank, port = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+torch.manual_seed(0)
+model = SegmentationModel("yolov8n-seg.yaml", nc=3, verbose=False).train()
+model.args = get_cfg(DEFAULT_CFG)
+handle = attach(model, weight=0.5, margin=0.5)
+ddp = DistributedDataParallel(model)
+g = torch.Generator().manual_seed(rank + 1)
+masks = torch.zeros(2, 16, 16)
+masks[:, 2:9, 3:12] = 1
+masks[:, 10:15, 8:15] = 2
+batch = {
+    "img": torch.rand(2, 3, 64, 64, generator=g),
+    "masks": masks,
+    "bboxes": torch.tensor([[7.5, 5.5, 9, 7], [11.5, 12.5, 7, 5]] * 2) / 16,
+    "batch_idx": torch.tensor([0.0, 0.0, 1.0, 1.0]),
+    "cls": torch.tensor([[0.0], [1.0], [2.0], [0.0]]),
+}
+for step in range(2):
+    loss_vec, items = ddp(batch)
+    loss_vec.sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in model.dense_contrast.parameters()])
+    both = [torch.zeros_like(grads) for _ in range(2)]
+    dist.all_gather(both, grads)
+    terms = [torch.zeros(()) for _ in range(2)]
+    dist.all_gather(terms, items[LOSS_KEY].reshape(()))
+    model.zero_grad()
+    assert terms[0] > 0 and terms[1] > 0 and terms[0] != terms[1], terms  # each rank its own batch
+    assert torch.equal(both[0], both[1]) and both[0].abs().sum() > 0  # gradients all-reduced
+assert handle.pending_steps == 0
+print("OK", rank)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo_train_the_attached_model(tmp_path: pathlib.Path) -> None:
+    """Two processes step one attached yolov8n-seg each, wrapped in DistributedDataParallel (gloo): every
+    parameter of the loss takes part in the reduction and the projector's gradients agree."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GLOO_STEP, str(rank), str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for rank, (p, (out, err)) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0 and f"OK {rank}" in out, err[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_worker_file_rebuilds_a_with_options_trainer_and_the_attached_model(
+    data_yaml: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Ultralytics launches DDP workers from a generated file that unpickles the trainer class and the
+    model (cloudpickle): the options of a with_options class and the attached loss arrive intact."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    cls = DenseContrastSegmentationTrainer.with_options(weight=0.3, margin=0.1)
+    trainer = cls(
+        overrides={
+            "model": "yolov8n-seg.yaml", "data": str(data_yaml), "imgsz": IMGSZ, "epochs": 1,
+            "batch": 2, "device": "cpu", "workers": 0, "plots": False, "amp": False,
+            "project": str(tmp_path), "name": "r",
+        }
+    )  # fmt: skip
+    trainer.model = trainer.get_model(cfg="yolov8n-seg.yaml", verbose=False)
+    path = pathlib.Path(generate_ddp_file(trainer))
+    try:
+        source = path.read_text()
+        assert source.count("trainer.train()") == 1
+        report = (
+            "    from densecontrast.adapters.ultralytics import get_handle\n"
+            "    h = get_handle(trainer.model)\n"
+            "    print('WORKER', type(trainer).__name__, trainer.dcl_weight, trainer.dcl_margin,\n"
+            "          h.weight, h.margin)\n"
+        )
+        path.write_text(source.replace("    trainer.train()\n", report))  # everything but the CUDA launch
+        env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.run(
+            [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WORKER DenseContrastSegmentationTrainer 0.3 0.1 0.3 0.1" in proc.stdout
