@@ -67,6 +67,15 @@ def _seg_model(yaml: str = "yolov8n-seg.yaml", **overrides: Any) -> nn.Module:
     return model
 
 
+def _step(model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model(batch)`` with its loss items as a dict, whatever the Ultralytics version (before the loss
+    dict, the items are a tensor whose names the trainer keeps; the adapter appends dcl_loss last)."""
+    loss_vec, items = model(batch)
+    if isinstance(items, Tensor):
+        items = dict(zip([*BASE_LOSSES, LOSS_KEY], items.unbind()))
+    return loss_vec, items
+
+
 @pytest.fixture(scope="module")
 def yolo_wrapper() -> Any:
     """An Ultralytics ``YOLO`` wrapper of a yolov8n-seg (80 classes) built from its yaml."""
@@ -135,7 +144,7 @@ def step(batches: dict[bool, dict[str, Any]]) -> dict[str, Any]:
     handle = attach(model)
     protos: list[Tensor] = []
     tap = model.model[-1].proto.register_forward_hook(lambda m, a, out: protos.append(out))
-    loss_vec, items = model(batches[True])
+    loss_vec, items = _step(model, batches[True])
     tap.remove()
     loss_vec[-1].backward()
     return {"model": model, "handle": handle, "loss": loss_vec, "items": items, "protos": protos}
@@ -173,7 +182,7 @@ def test_the_loss_runs_on_gt_box_rois_of_the_prototypes_weighted_by_lambda_and_b
     crit.forward = recording  # type: ignore[method-assign]
     protos: list[Tensor] = []
     tap = model.model[-1].proto.register_forward_hook(lambda m, a, out: protos.append(out.detach()))
-    _, items = model(batches[True])
+    _, items = _step(model, batches[True])
     tap.remove()
     (feats, masks, loss), *rest = seen
     assert not rest and len(protos) == 1 and protos[0].shape == (4, 32, IMGSZ // 4, IMGSZ // 4)
@@ -219,7 +228,7 @@ def test_a_training_forward_on_images_captures_nothing_and_warns_once(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per handle
         model(images)
-        _, items = model(batches[True])  # a real step still gets its term
+        _, items = _step(model, batches[True])  # a real step still gets its term
     tap.remove()
     assert LOSS_KEY in items and handle.pending_steps == 0
 
@@ -234,7 +243,8 @@ def test_calling_model_loss_directly_warns_that_dcl_loss_is_missing(
     with pytest.warns(RuntimeWarning, match=r"model\.loss\(\.\.\.\) called directly"):
         preds = model(batch["img"]) if with_preds else None
         _, items = model.loss(batch, preds)
-    assert LOSS_KEY not in items and handle.pending_steps == 0
+    names = list(items) if isinstance(items, dict) else BASE_LOSSES[: items.numel()]  # older: a tensor
+    assert LOSS_KEY not in names and handle.pending_steps == 0
 
 
 # ---------------------------------------------------------------- the batch: overlap_mask, boxes
@@ -274,7 +284,7 @@ def test_boxes_are_scaled_from_normalised_form_for_any_mask_ratio(data_yaml: pat
     # Prototypes at 1/4 over masks at 1/2: the stride is inferred (0.5) and the loss runs.
     model = _seg_model(mask_ratio=2, overlap_mask=False).train()
     attach(model)
-    _, items = model(batch)
+    _, items = _step(model, batch)
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
 
 
@@ -288,7 +298,7 @@ def test_multi_scale_images_with_masks_at_the_trained_size(batches: dict[bool, d
     masks_seen: list[Tensor] = []
     original = model.dense_contrast.forward
     model.dense_contrast.forward = lambda f, m: (masks_seen.append(m), original(f, m))[1]
-    _, items = model(batch)
+    _, items = _step(model, batch)
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     masks, boxes = batch_instances(batches[True], 4, overlap_mask=True)
     assert torch.equal(masks_seen[0], gt_box_rois(torch.zeros(4, 1, 24, 24), masks, boxes).masks)
@@ -382,7 +392,7 @@ def test_proto_input_features(batches: dict[bool, dict[str, Any]]) -> None:
     handle = attach(model, features="proto_input", k=8, tau=0.1, margin=0.1, output_size=(14, 12))
     assert model.dense_contrast.projector.in_channels == model.model[-1].proto.cv3.conv.in_channels == 64
     assert (model.dense_contrast.k, model.dense_contrast.tau) == (8, 0.1)
-    loss, items = model(batches[True])
+    loss, items = _step(model, batches[True])
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     loss[-1].backward()
     assert model.model[-1].proto.cv2.conv.weight.grad.abs().sum() > 0
@@ -397,7 +407,7 @@ def test_other_yolo_seg_generations(yaml: str, batches: dict[bool, dict[str, Any
     loss takes the prototypes."""
     model = _seg_model(yaml).train()
     attach(model)
-    loss, items = model(batches[True])
+    loss, items = _step(model, batches[True])
     assert LOSS_KEY in items and torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     assert loss.shape[0] == len(items)
 
@@ -412,7 +422,7 @@ def test_no_instances_gives_a_zero_in_the_graph(batches: dict[bool, dict[str, An
         batch_idx=batch["batch_idx"][:0],
         cls=batch["cls"][:0],
     )
-    loss, items = model(batch)
+    loss, items = _step(model, batch)
     assert items[LOSS_KEY] == 0
     grads = torch.autograd.grad(loss[-1], list(model.dense_contrast.parameters()))
     assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
@@ -426,7 +436,7 @@ def test_custom_criterion_and_removal(batches: dict[bool, dict[str, Any]]) -> No
     model = _seg_model().train()
     with attach(model, Mean(), weight=2.0) as handle:
         assert isinstance(handle, DenseContrastHandle) and get_handle(model) is handle
-        _, items = model(batches[True])
+        _, items = _step(model, batches[True])
         assert torch.isfinite(items[LOSS_KEY])
     assert _hook_count(model) == 0 and SUBMODULE_NAME not in model._modules and get_handle(model) is None
 
@@ -656,7 +666,7 @@ def test_attach_to_a_model_in_another_dtype_trains(
     attach(model)
     assert {p.dtype for p in model.dense_contrast.parameters()} == {dtype}
     batch = {**batches[True], "img": batches[True]["img"].to(dtype)}
-    loss_vec, items = model(batch)
+    loss_vec, items = _step(model, batch)
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     loss_vec.sum().backward()
     grads = [p.grad for p in model.dense_contrast.parameters()]
@@ -678,7 +688,7 @@ def test_one_model_stepped_from_two_threads_gives_every_step_its_own_loss(
         try:
             barrier.wait()
             for _ in range(3):
-                _, items = model(batches[True])
+                _, items = _step(model, batches[True])
                 if LOSS_KEY not in items:
                     missing.append(index)
         except BaseException as err:

@@ -17,7 +17,7 @@ from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import DEFAULT_WEIGHT
 from ._checkpoint import keep_criterion_state
 from ._checks import check_ignore_band, check_margin, check_output_size, check_weight
-from .ultralytics import _FEATURES, Features, attach, get_handle
+from .ultralytics import _FEATURES, LOSS_KEY, Features, attach, get_handle
 
 _TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "ignore_band")
 
@@ -122,6 +122,14 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
             ignore_band=self.dcl_ignore_band,
         )
         return model
+
+    def get_validator(self) -> Any:
+        """Ultralytics' validator; where the trainer names its losses here, ``dcl_loss`` is named too."""
+        validator = super().get_validator()
+        names = getattr(self, "loss_names", None)
+        if isinstance(names, tuple) and names and LOSS_KEY not in names:
+            self.loss_names = (*names, LOSS_KEY)  # older Ultralytics: fixed names, items as a tensor
+        return validator
 
     def build_optimizer(
         self,

@@ -235,6 +235,8 @@ class _YoloSeg(Framework):
         gain = float(read_option(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN))
         term = self.handle.gt_box_loss(step, protos, masks, boxes, scale=gain)
         loss_vec = torch.cat([loss_vec, (term * protos.shape[0]).reshape(1).to(loss_vec.dtype)])
+        if isinstance(items, Tensor):  # Ultralytics before the loss dict: a tensor of items, names apart
+            return loss_vec, torch.cat([items, term.detach().reshape(1).to(items.dtype)])
         return loss_vec, {**items, LOSS_KEY: term.detach()}
 
 
