@@ -91,19 +91,23 @@ def _attached(
     return model, handle
 
 
-def test_default_weight_is_the_papers_and_every_attach_uses_it() -> None:
+@pytest.mark.parametrize("framework", ["torchvision", "transformers", "ultralytics"])
+def test_default_weight_is_the_papers_and_every_attach_uses_it(framework: str) -> None:
+    import importlib
     import inspect
 
-    from densecontrast.adapters import torchvision, transformers, ultralytics
-    from densecontrast.adapters._ultralytics_trainer import DenseContrastSegmentationTrainer
-
+    pytest.importorskip(framework)
+    module = importlib.import_module(f"densecontrast.adapters.{framework}")
     assert DEFAULT_WEIGHT == 1.2
-    for module in (torchvision, transformers, ultralytics):
-        assert inspect.signature(module.attach).parameters["weight"].default is DEFAULT_WEIGHT
-    assert DenseContrastSegmentationTrainer.dcl_weight is DEFAULT_WEIGHT
+    assert inspect.signature(module.attach).parameters["weight"].default is DEFAULT_WEIGHT
+    if framework == "ultralytics":
+        assert module.DenseContrastSegmentationTrainer.dcl_weight is DEFAULT_WEIGHT
+        assert module.DenseContrastHandle is DenseContrastHandle
 
 
 def test_one_handle_class_for_every_framework_and_the_old_name_warns() -> None:
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("transformers")
     from densecontrast.adapters import torchvision, transformers, ultralytics
 
     assert torchvision.DenseContrastHandle is transformers.DenseContrastHandle is DenseContrastHandle

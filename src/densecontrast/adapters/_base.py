@@ -102,8 +102,11 @@ class Framework:
     def begin(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """The first captures of a call of the model that is a training step, or None for any other call."""
-        return None
+        """The first captures of a call of the model that is a training step, or None for any other call.
+
+        By default every call in training mode is a step, with nothing captured yet.
+        """
+        return {} if module.training else None
 
     def repr_fields(self) -> list[str]:
         return [f"{name}={getattr(self, name)!r}" for name in self.public]
@@ -385,6 +388,13 @@ def find_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (or to the model it was deep-copied from), or None."""
     handle: Any = getattr(model, HANDLE_ATTR, None)
     return handle if isinstance(handle, DenseContrastHandle) else None
+
+
+def call_arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, index: int) -> Any:
+    """The argument ``name`` of a module call, passed by keyword or at position ``index``, or None."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else None
 
 
 def deprecated_alias(module: str, old: str, new: str, value: object) -> Callable[[str], Any]:

@@ -2,9 +2,8 @@
 
 Shapes: R positive RoIs of the batch, C channels, h x w the mask predictor's grid (28 x 28 by default).
 
-:func:`attach` registers a :class:`~densecontrast.DenseContrastiveLoss` as the submodule
-``model.dense_contrast`` and, besides the step hooks every adapter shares (a training call of the model
-opens a step, its end drops what the step captured), four hooks:
+:func:`attach` registers the loss as ``model.dense_contrast`` and, besides the step hooks every adapter
+shares (see :class:`~densecontrast.adapters.DenseContrastHandle`), four hooks:
 
 - a forward pre-hook on ``roi_heads`` keeps the transformed targets of a training step;
 - a forward pre-hook on ``roi_heads.mask_roi_pool`` keeps the positive proposals of each image;
@@ -14,7 +13,7 @@ opens a step, its end drops what the step captured), four hooks:
   torchvision builds its mask targets, evaluates the loss and returns ``losses["loss_dcl"]``.
 
 Nothing else in the model changes: in eval mode the hooks capture nothing and return nothing.
-Tested with torchvision 0.26 (torch 2.11) to 0.29 (torch 2.14); see docs/torchvision.md.
+Tested versions, and what breaks outside them: docs/torchvision.md.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from ._base import (
     SUBMODULE_NAME,
     DenseContrastHandle,
     Framework,
+    call_arg,
     check_not_attached,
     find_handle,
 )
@@ -82,24 +82,16 @@ class _MaskRCNN(Framework):
         handle.add_hook(self.layer.register_forward_pre_hook(self._on_layer_input, with_kwargs=True))
         handle.add_hook(roi_heads.register_forward_hook(self._on_heads_output))
 
-    def begin(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        return {} if module.training else None
-
     def _on_heads_input(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         step = self.handle.current_step()
         if step is not None and module.training:
-            targets = kwargs["targets"] if "targets" in kwargs else (args[3] if len(args) > 3 else None)
             step.values.clear()
-            step.values["targets"] = targets
+            step.values["targets"] = call_arg(args, kwargs, "targets", 3)
 
     def _on_pool_input(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         step = self.handle.current_step()
         if step is not None and step.values.get("targets") is not None:
-            step.values["proposals"] = (
-                kwargs["boxes"] if "boxes" in kwargs else (args[1] if len(args) > 1 else None)
-            )
+            step.values["proposals"] = call_arg(args, kwargs, "boxes", 1)
 
     def _on_layer_input(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -35,6 +35,7 @@ from ._base import (
     DEFAULT_WEIGHT,
     DenseContrastHandle,
     Framework,
+    call_arg,
     check_not_attached,
     find_handle,
 )
@@ -97,10 +98,9 @@ class _MaskFormer(Framework):
     ) -> dict[str, Any] | None:
         # Only a training forward with labels computes the loss: only then is the feature map kept (a
         # call of the inner model, or one without labels, must not leave it and its graph behind).
-        mask_labels = kwargs.get("mask_labels", args[1] if len(args) > 1 else None)
-        if not module.training or mask_labels is None:
+        if not module.training or call_arg(args, kwargs, "mask_labels", 1) is None:
             return None
-        pixel_mask = kwargs.get("pixel_mask", args[3] if len(args) > 3 else None)
+        pixel_mask = call_arg(args, kwargs, "pixel_mask", 3)
         return {"pixel_mask": pixel_mask if isinstance(pixel_mask, Tensor) else None}
 
     def _on_layer_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -116,8 +116,8 @@ class _MaskFormer(Framework):
             return None
         feats, step.values["feats"] = step.values.get("feats"), None
         # Mask2Former passes keyword arguments, MaskFormer positional ones (logits, logits, masks, classes).
-        mask_labels = kwargs.get("mask_labels", args[2] if len(args) > 2 else None)
-        class_labels = kwargs.get("class_labels", args[3] if len(args) > 3 else None)
+        mask_labels = call_arg(args, kwargs, "mask_labels", 2)
+        class_labels = call_arg(args, kwargs, "class_labels", 3)
         if mask_labels is None or class_labels is None:
             raise RuntimeError(
                 "densecontrast: expected model.criterion to be called with mask_labels and class_labels, as "
