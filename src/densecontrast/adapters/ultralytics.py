@@ -7,20 +7,13 @@ prototype maps (a quarter of the input), Hm x Wm Ultralytics' training masks (th
 YOLO-seg has no proposals and no per-RoI mask head: its mask branch is the ``Segment`` head's ``proto``
 module, whose output (B, P, Hp, Wp) are the prototype maps every instance mask is assembled from. As the
 paper does for the one-stage SparseInst, the loss runs on the ground-truth boxes cut out of those maps
-(:func:`~densecontrast.adapters.rois.gt_box_rois`). :func:`attach` registers the loss as
-``model.dense_contrast`` and three hooks:
-
-- a forward pre-hook on the model keeps the batch dict of a training call ``model(batch)`` (the call
-  Ultralytics' trainer makes; it runs the network and ``v8SegmentationLoss``);
-- a forward hook on ``model.model[-1].proto`` (or a forward pre-hook on ``proto.cv3`` with
-  ``features="proto_input"``) keeps the prototype maps of that call;
-- a forward hook on the model, always called, cuts the RoIs, evaluates the loss and appends it to the
-  criterion's loss vector and loss dict as ``dcl_loss``.
-
-Ultralytics' trainer rebuilds the model from its yaml, so hooks put on ``YOLO(...).model`` before
-``train()`` are lost: use :class:`DenseContrastSegmentationTrainer` (``YOLO(...).train(...,
-trainer=DenseContrastSegmentationTrainer)``), which attaches to the model it builds and keeps the loss out
-of the EMA copy that Ultralytics evaluates and saves.
+(:func:`~densecontrast.adapters.rois.gt_box_rois`). A training call ``model(batch)`` (the call Ultralytics'
+trainer makes) is a step of the shared lifecycle (:class:`~densecontrast.adapters.DenseContrastHandle`);
+a forward hook on ``model.model[-1].proto`` (or a pre-hook on ``proto.cv3``, ``features="proto_input"``)
+keeps its prototype maps, and a forward hook on the model appends the loss to the criterion's loss vector
+and items as ``dcl_loss``. For ``YOLO(...).train()`` use :class:`DenseContrastSegmentationTrainer`:
+Ultralytics' trainer rebuilds the model, so hooks put on ``YOLO(...).model`` before ``train()`` are lost.
+Tested versions, and what breaks outside them: docs/ultralytics.md.
 """
 
 from __future__ import annotations
