@@ -88,7 +88,6 @@ class Framework:
         public: names of the attributes the handle exposes as its own (``handle.features``...).
     """
 
-    module_path = "densecontrast.adapters"
     public: tuple[str, ...] = ()
     handle: DenseContrastHandle
 

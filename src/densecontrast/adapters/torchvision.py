@@ -72,8 +72,6 @@ def _child(module: nn.Module, name: str) -> nn.Module:
 class _MaskRCNN(Framework):
     """torchvision's RoIHeads: targets, positive proposals and the mask predictor's input."""
 
-    module_path = _MODULE_PATH
-
     def install(self, handle: DenseContrastHandle) -> None:
         roi_heads = _child(handle.model, "roi_heads")
         handle.add_hook(roi_heads.register_forward_pre_hook(self._on_heads_input, with_kwargs=True))

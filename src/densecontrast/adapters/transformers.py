@@ -81,7 +81,6 @@ def _check_model(model: object) -> nn.Module:
 class _MaskFormer(Framework):
     """Mask2Former / MaskFormer: the mask features, and the labels the criterion is called with."""
 
-    module_path = _MODULE_PATH
     public = ("instance_classes",)
 
     def __init__(self, layer: nn.Module, instance_classes: Collection[int] | None) -> None:

@@ -153,7 +153,6 @@ def batch_instances(
 class _YoloSeg(Framework):
     """YOLO-seg: the batch dict of a training call ``model(batch)`` and the Segment head's prototypes."""
 
-    module_path = _MODULE_PATH
     public = ("features", "overlap_mask")
 
     def __init__(self, layer: nn.Module, *, features: Features, overlap_mask: bool | None) -> None:
