@@ -65,6 +65,7 @@ class _ToyFramework(Framework):
             return None
         feats = step.values.pop("feats")
         masks = torch.zeros(feats.shape[0], *feats.shape[2:], dtype=torch.bool)
+        masks[:, :, : feats.shape[-1] // 2] = True  # half instance, half not: every RoI can be valid
         return output, self.handle.evaluate(step, feats, masks)
 
 

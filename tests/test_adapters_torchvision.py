@@ -221,6 +221,17 @@ def test_default_criterion_is_a_learnable_dcl_submodule(step: dict[str, Any]) ->
     assert get_handle(model) is handle
 
 
+def test_the_handle_tells_how_many_rois_the_step_used_and_how_many_counted(step: dict[str, Any]) -> None:
+    handle, proposals = step["handle"], step["proposals"]
+    assert handle.last_num_rois == sum(len(p) for p in proposals) > 0
+    assert torch.equal(handle.last_loss, step["losses"][LOSS_KEY].detach())
+    if not hasattr(handle.criterion, "last_valid_rois"):
+        pytest.skip("this DenseContrastiveLoss does not report last_valid_rois")
+    valid = handle.last_valid_rois
+    assert valid is not None and valid.dtype == torch.int64 and valid.ndim == 0
+    assert 0 < int(valid) <= handle.last_num_rois
+
+
 def test_gradients_of_loss_dcl_reach_mask_head_and_projector(step: dict[str, Any]) -> None:
     model = step["model"]
     for name, module in (
