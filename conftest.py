@@ -1,7 +1,7 @@
 """Runs the code blocks of README.md and docs/*.md as tests (with Sybil), so the docs run as written.
 
 - ``python`` blocks run in one namespace per page, in order. The namespace starts with the small inputs
-  that the pages name without building them (documented in docs/contributing.md): ``feats`` float32
+  that the pages name without building them (documented in docs/architecture.md): ``feats`` float32
   (4, 256, 28, 28) RoI features and ``masks`` (4, 28, 28) instance masks of one blob each, ``images`` and
   ``targets`` (two 128 px images of :class:`~densecontrast.data.SyntheticInstances` with torchvision
   targets), and ``tmp`` (a fresh temporary folder, also the working directory while the page runs; it

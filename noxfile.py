@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``gpu``, ``docs``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``gpu``, ``docs``, ``adapters``.
 
 Every session installs the pinned torch and torchvision that CI uses.
 """
@@ -22,6 +22,44 @@ def tests(session: nox.Session) -> None:
     """The test suite (the same command as the README and CI)."""
     session.install(*TORCH, "-e", ".[dev]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+# The oldest and newest versions each adapter supports (pyproject's ranges) that install here; the
+# adapters session tests one framework at one bound, everything else at CI's pins.
+ADAPTER_BOUNDS = {
+    "torchvision": {"oldest": ["torch==2.4.1", "torchvision==0.19.1"], "newest": TORCH},
+    "ultralytics": {"oldest": ["ultralytics==8.4.0"], "newest": ["ultralytics==8.4.190"]},
+    "transformers": {"oldest": ["transformers==5.20.0"], "newest": ["transformers==5.24.0"]},
+}
+ADAPTER_TESTS = {
+    "torchvision": [
+        "tests/test_adapters_base.py",
+        "tests/test_adapters_torchvision.py",
+        "tests/test_rois.py",
+    ],
+    "ultralytics": ["tests/test_adapters_ultralytics.py", "tests/test_adapters_checkpoint.py"],
+    "transformers": ["tests/test_adapters_transformers.py"],
+}
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "newest"])
+@nox.parametrize("framework", list(ADAPTER_BOUNDS))
+def adapters(session: nox.Session, framework: str, bound: str) -> None:
+    """One adapter's tests at the oldest or newest supported version of its framework.
+
+    ``nox -s "adapters(framework='ultralytics', bound='oldest')"``; extra arguments go to pytest (the
+    slow end-to-end runs are included unless you pass ``-m "not slow"``).
+    """
+    pins = ADAPTER_BOUNDS[framework][bound]
+    if framework == "torchvision":  # without the other frameworks, which need a newer torch
+        session.install(*pins, "-e", ".[torchvision]", "pytest>=8", "hypothesis>=6.100")
+    else:
+        session.install(*TORCH, "-e", f".[{framework}]", "pytest>=8", "hypothesis>=6.100")
+        session.install(*pins)  # after the extra, so the bound wins over the range's newest
+    session.run(
+        "python", "-m", "pytest", *ADAPTER_TESTS[framework], "-p", "no:cacheprovider", *session.posargs
+    )
 
 
 @nox.session

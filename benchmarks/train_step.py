@@ -107,22 +107,26 @@ def train_step(model: nn.Module, batch: Batch, seed: int, device: torch.device) 
 class _Capture:
     """Attaches the loss for one step and keeps that step's loss inputs (detached copies).
 
-    The criterion is wrapped so that its inputs ``(feats, masks)`` are copied, and the handle's loss
-    method so that the transformed targets and positive proposals are kept: the inputs of the adapter's
-    mask-target construction. Used for the warm-up step, whose time is not counted.
+    The criterion is wrapped so that its inputs ``(feats, masks)`` are copied, and two pre-hooks (owned by
+    the handle, so ``handle.remove()`` removes them too) keep the transformed targets and the positive
+    proposals: the inputs of the adapter's mask-target construction. Used for the warm-up step, whose
+    time is not counted.
     """
 
     def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
         self.seen: dict[str, Any] = {}
         self.handle = attach(model, _Recorder(criterion, self.seen), weight=1.2)
-        inner = self.handle._loss
+        heads = model.roi_heads
+        self.handle.add_hook(heads.register_forward_pre_hook(self._on_heads, with_kwargs=True))
+        self.handle.add_hook(heads.mask_roi_pool.register_forward_pre_hook(self._on_pool))
 
-        def spy(feats: Tensor, targets: list[dict[str, Tensor]], proposals: list[Tensor]) -> Tensor:
-            self.seen.setdefault("targets", targets)
-            self.seen.setdefault("proposals", [p.detach() for p in proposals])
-            return inner(feats, targets, proposals)
+    def _on_heads(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if module.training:
+            self.seen.setdefault("targets", kwargs.get("targets", args[3] if len(args) > 3 else None))
 
-        self.handle._loss = spy  # type: ignore[method-assign]
+    def _on_pool(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if module.training:
+            self.seen.setdefault("proposals", [p.detach() for p in args[1]])
 
 
 class _Recorder(nn.Module):

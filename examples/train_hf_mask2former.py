@@ -42,6 +42,7 @@ from transformers import (
     SwinConfig,
 )
 
+from densecontrast.adapters import DEFAULT_WEIGHT
 from densecontrast.adapters.transformers import attach, get_handle
 
 BACKGROUND = 255
@@ -116,7 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    p.add_argument("--weight", type=float, default=1.2, help="λ of the loss; 0 = plain Mask2Former")
+    p.add_argument(
+        "--weight", type=float, default=DEFAULT_WEIGHT, help="λ of the loss; 0 = plain Mask2Former"
+    )
     p.add_argument("--margin", type=float, default=0.1, help="box enlargement (fraction of w/h per side)")
     p.add_argument("--k", type=int, default=32, help="samples per set")
     p.add_argument("--tau", type=float, default=0.07, help="temperature")

@@ -34,6 +34,7 @@ from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from tqdm import tqdm
 
+from densecontrast.adapters import DEFAULT_WEIGHT
 from densecontrast.adapters.torchvision import attach
 
 
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (0.02 for 16 images a batch)")
-    p.add_argument("--weight", type=float, default=1.2, help="λ of the loss; 0 = plain Mask R-CNN")
+    p.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="λ of the loss; 0 = plain Mask R-CNN")
     p.add_argument("--k", type=int, default=32, help="samples per set")
     p.add_argument("--tau", type=float, default=0.07, help="temperature")
     p.add_argument("--image-size", type=int, default=800, help="shorter side after resizing")

@@ -28,6 +28,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach the network from this 
 from ultralytics import YOLO
 from ultralytics.models.yolo.segment import SegmentationTrainer
 
+from densecontrast.adapters import DEFAULT_WEIGHT
 from densecontrast.adapters.ultralytics import DenseContrastSegmentationTrainer
 
 
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu", help="cpu, 0, 0,1, ...")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--weight", type=float, default=1.2, help="λ; 0 trains the baseline without DCL")
+    parser.add_argument(
+        "--weight", type=float, default=DEFAULT_WEIGHT, help="λ; 0 trains the baseline without DCL"
+    )
     parser.add_argument(
         "--margin", type=float, default=0.0, help="enlarge GT boxes by this fraction per side"
     )

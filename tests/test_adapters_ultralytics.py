@@ -32,8 +32,8 @@ from densecontrast.adapters.rois import gt_box_rois
 from densecontrast.adapters.ultralytics import (
     LOSS_KEY,
     SUBMODULE_NAME,
+    DenseContrastHandle,
     DenseContrastSegmentationTrainer,
-    UltralyticsHandle,
     attach,
     batch_instances,
     get_handle,
@@ -65,6 +65,15 @@ def _seg_model(yaml: str = "yolov8n-seg.yaml", **overrides: Any) -> nn.Module:
     model = copy.deepcopy(_BUILT[yaml])
     model.args = get_cfg(DEFAULT_CFG, overrides)
     return model
+
+
+def _step(model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model(batch)`` with its loss items as a dict, whatever the Ultralytics version (before the loss
+    dict, the items are a tensor whose names the trainer keeps; the adapter appends dcl_loss last)."""
+    loss_vec, items = model(batch)
+    if isinstance(items, Tensor):
+        items = dict(zip([*BASE_LOSSES, LOSS_KEY], items.unbind()))
+    return loss_vec, items
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +144,7 @@ def step(batches: dict[bool, dict[str, Any]]) -> dict[str, Any]:
     handle = attach(model)
     protos: list[Tensor] = []
     tap = model.model[-1].proto.register_forward_hook(lambda m, a, out: protos.append(out))
-    loss_vec, items = model(batches[True])
+    loss_vec, items = _step(model, batches[True])
     tap.remove()
     loss_vec[-1].backward()
     return {"model": model, "handle": handle, "loss": loss_vec, "items": items, "protos": protos}
@@ -173,7 +182,7 @@ def test_the_loss_runs_on_gt_box_rois_of_the_prototypes_weighted_by_lambda_and_b
     crit.forward = recording  # type: ignore[method-assign]
     protos: list[Tensor] = []
     tap = model.model[-1].proto.register_forward_hook(lambda m, a, out: protos.append(out.detach()))
-    _, items = model(batches[True])
+    _, items = _step(model, batches[True])
     tap.remove()
     (feats, masks, loss), *rest = seen
     assert not rest and len(protos) == 1 and protos[0].shape == (4, 32, IMGSZ // 4, IMGSZ // 4)
@@ -199,7 +208,7 @@ def test_gradients_reach_the_prototype_branch_and_the_projector(step: dict[str, 
 
 def test_captures_are_cleared_after_the_step(step: dict[str, Any]) -> None:
     handle = step["handle"]
-    assert handle._batch is None and handle._protos is None and not handle._armed
+    assert handle.pending_steps == 0
 
 
 def test_a_training_forward_on_images_captures_nothing_and_warns_once(
@@ -212,16 +221,16 @@ def test_a_training_forward_on_images_captures_nothing_and_warns_once(
     images = batches[True]["img"]
     with pytest.warns(RuntimeWarning, match=r"dcl_loss was not computed.*model\(batch\)"):
         preds = model(images)
-    assert handle._protos is None and handle._batch is None and not handle._armed
+    assert handle.pending_steps == 0
     del preds  # what the caller holds; nothing else may keep the prototypes and their graph alive
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None, "model(images) left its prototypes referenced"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per handle
         model(images)
-        _, items = model(batches[True])  # a real step still gets its term
+        _, items = _step(model, batches[True])  # a real step still gets its term
     tap.remove()
-    assert LOSS_KEY in items and handle._protos is None
+    assert LOSS_KEY in items and handle.pending_steps == 0
 
 
 @pytest.mark.parametrize("with_preds", [False, True])
@@ -234,7 +243,8 @@ def test_calling_model_loss_directly_warns_that_dcl_loss_is_missing(
     with pytest.warns(RuntimeWarning, match=r"model\.loss\(\.\.\.\) called directly"):
         preds = model(batch["img"]) if with_preds else None
         _, items = model.loss(batch, preds)
-    assert LOSS_KEY not in items and handle._protos is None and handle._batch is None
+    names = list(items) if isinstance(items, dict) else BASE_LOSSES[: items.numel()]  # older: a tensor
+    assert LOSS_KEY not in names and handle.pending_steps == 0
 
 
 # ---------------------------------------------------------------- the batch: overlap_mask, boxes
@@ -274,7 +284,7 @@ def test_boxes_are_scaled_from_normalised_form_for_any_mask_ratio(data_yaml: pat
     # Prototypes at 1/4 over masks at 1/2: the stride is inferred (0.5) and the loss runs.
     model = _seg_model(mask_ratio=2, overlap_mask=False).train()
     attach(model)
-    _, items = model(batch)
+    _, items = _step(model, batch)
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
 
 
@@ -288,7 +298,7 @@ def test_multi_scale_images_with_masks_at_the_trained_size(batches: dict[bool, d
     masks_seen: list[Tensor] = []
     original = model.dense_contrast.forward
     model.dense_contrast.forward = lambda f, m: (masks_seen.append(m), original(f, m))[1]
-    _, items = model(batch)
+    _, items = _step(model, batch)
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     masks, boxes = batch_instances(batches[True], 4, overlap_mask=True)
     assert torch.equal(masks_seen[0], gt_box_rois(torch.zeros(4, 1, 24, 24), masks, boxes).masks)
@@ -350,7 +360,7 @@ def test_train_and_eval_outputs_of_an_image_tensor_are_bit_identical(
         before = model(images)
         handle = attach(model)
         after = model(images)
-    assert _nested_equal(before, after) and handle._protos is None
+    assert _nested_equal(before, after) and handle.pending_steps == 0
     handle.remove()
     assert _hook_count(model) == 0 and not hasattr(model, SUBMODULE_NAME)
 
@@ -382,7 +392,7 @@ def test_proto_input_features(batches: dict[bool, dict[str, Any]]) -> None:
     handle = attach(model, features="proto_input", k=8, tau=0.1, margin=0.1, output_size=(14, 12))
     assert model.dense_contrast.projector.in_channels == model.model[-1].proto.cv3.conv.in_channels == 64
     assert (model.dense_contrast.k, model.dense_contrast.tau) == (8, 0.1)
-    loss, items = model(batches[True])
+    loss, items = _step(model, batches[True])
     assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     loss[-1].backward()
     assert model.model[-1].proto.cv2.conv.weight.grad.abs().sum() > 0
@@ -397,7 +407,7 @@ def test_other_yolo_seg_generations(yaml: str, batches: dict[bool, dict[str, Any
     loss takes the prototypes."""
     model = _seg_model(yaml).train()
     attach(model)
-    loss, items = model(batches[True])
+    loss, items = _step(model, batches[True])
     assert LOSS_KEY in items and torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
     assert loss.shape[0] == len(items)
 
@@ -412,7 +422,7 @@ def test_no_instances_gives_a_zero_in_the_graph(batches: dict[bool, dict[str, An
         batch_idx=batch["batch_idx"][:0],
         cls=batch["cls"][:0],
     )
-    loss, items = model(batch)
+    loss, items = _step(model, batch)
     assert items[LOSS_KEY] == 0
     grads = torch.autograd.grad(loss[-1], list(model.dense_contrast.parameters()))
     assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
@@ -425,8 +435,8 @@ def test_custom_criterion_and_removal(batches: dict[bool, dict[str, Any]]) -> No
 
     model = _seg_model().train()
     with attach(model, Mean(), weight=2.0) as handle:
-        assert isinstance(handle, UltralyticsHandle) and get_handle(model) is handle
-        _, items = model(batches[True])
+        assert isinstance(handle, DenseContrastHandle) and get_handle(model) is handle
+        _, items = _step(model, batches[True])
         assert torch.isfinite(items[LOSS_KEY])
     assert _hook_count(model) == 0 and SUBMODULE_NAME not in model._modules and get_handle(model) is None
 
@@ -448,7 +458,7 @@ def test_an_exception_mid_step_releases_the_captured_prototypes(batches: dict[bo
     tap.remove()
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None, "the interrupted step's prototypes are still referenced"
-    assert handle._batch is None and handle._protos is None and not handle._armed
+    assert handle.pending_steps == 0
 
 
 def test_deepcopy_carries_its_own_handle(step: dict[str, Any]) -> None:
@@ -588,3 +598,233 @@ def test_train_two_epochs_writes_dcl_loss_and_plain_checkpoints(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loaded segment SegmentationModel" in proc.stdout
+
+
+class _Interrupt(Exception):
+    """Raised from a callback to stop a run the way a crash would, leaving a resumable last.pt."""
+
+
+def _interrupt(trainer: Any) -> None:
+    raise _Interrupt
+
+
+@pytest.mark.slow
+def test_resume_restores_the_projector_and_plain_resume_runs(
+    data_yaml: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n-seg.yaml")
+    yolo.add_callback("on_model_save", _interrupt)  # after epoch 1 of 2 is saved
+    with pytest.raises(_Interrupt):
+        yolo.train(
+            data=str(data_yaml), epochs=2, imgsz=IMGSZ, batch=2, workers=0, device="cpu", plots=False,
+            amp=False, val=False, project=str(tmp_path), name="run", exist_ok=True, verbose=False, seed=0,
+            trainer=DenseContrastSegmentationTrainer,
+        )  # fmt: skip
+    last = tmp_path / "run" / "weights" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    saved = ckpt["optimizer"]["densecontrast"]
+    assert not hasattr(ckpt["ema"], SUBMODULE_NAME)  # the inference weights stay plain YOLO
+    assert len(ckpt["optimizer"]["param_groups"]) == 3  # Ultralytics' own groups, as a plain run has
+    assert saved["criterion"] and saved["state"]  # the projector's weights and its AdamW moments
+
+    seen: dict[str, Any] = {}
+
+    def record(trainer: Any) -> None:
+        crit = trainer.model.dense_contrast
+        seen["weights"] = {k: v.clone() for k, v in crit.state_dict().items()}
+        params = [p for g in trainer.optimizer.param_groups[3:] for p in g["params"]]
+        seen["moments"] = [trainer.optimizer.state[p]["exp_avg"].clone() for p in params]
+        raise _Interrupt
+
+    resumed = YOLO(str(last))
+    resumed.add_callback("on_train_epoch_start", record)
+    with pytest.raises(_Interrupt):
+        resumed.train(resume=True, trainer=DenseContrastSegmentationTrainer)
+    for key, value in saved["criterion"].items():
+        torch.testing.assert_close(seen["weights"][key], value, rtol=0, atol=0)
+    expected = [saved["state"][i]["exp_avg"] for g in saved["param_groups"] for i in g["params"]]
+    assert len(seen["moments"]) == len(expected) == 4
+    for got, want in zip(seen["moments"], expected):
+        torch.testing.assert_close(got, want.float(), rtol=0, atol=0)
+
+    plain = YOLO(str(last))  # no trainer=: resumes as plain Ultralytics training
+    plain.add_callback("on_train_epoch_start", _interrupt)
+    with pytest.raises(_Interrupt):
+        plain.train(resume=True)
+
+
+# ---------------------------------------------------------------- dtypes and threads
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_attach_to_a_model_in_another_dtype_trains(
+    batches: dict[bool, dict[str, Any]], dtype: torch.dtype
+) -> None:
+    model = _seg_model().to(dtype).train()
+    attach(model)
+    assert {p.dtype for p in model.dense_contrast.parameters()} == {dtype}
+    batch = {**batches[True], "img": batches[True]["img"].to(dtype)}
+    loss_vec, items = _step(model, batch)
+    assert torch.isfinite(items[LOSS_KEY]) and items[LOSS_KEY] > 0
+    loss_vec.sum().backward()
+    grads = [p.grad for p in model.dense_contrast.parameters()]
+    assert all(g is not None and g.dtype == dtype and torch.isfinite(g).all() for g in grads)
+
+
+def test_one_model_stepped_from_two_threads_gives_every_step_its_own_loss(
+    batches: dict[bool, dict[str, Any]],
+) -> None:
+    import threading
+
+    model = _seg_model().train()
+    handle = attach(model)
+    errors: list[BaseException] = []
+    missing: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                _, items = _step(model, batches[True])
+                if LOSS_KEY not in items:
+                    missing.append(index)
+        except BaseException as err:
+            errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors and not missing, (errors, missing)
+    assert handle.pending_steps == 0
+
+
+def test_a_batch_without_masks_says_what_was_expected(batches: dict[bool, dict[str, Any]]) -> None:
+    batch = {k: v for k, v in batches[True].items() if k != "masks"}
+    with pytest.raises(
+        ValueError, match=r"no 'masks'; expected Ultralytics' segmentation batch dict.*got keys"
+    ):
+        batch_instances(batch, 4, overlap_mask=True)
+    bad = {**batches[True], "bboxes": batches[True]["bboxes"][:-1]}
+    with pytest.raises(ValueError, match=r"one box per instance in batch\['bboxes'\], \(N, 4\) with N = \d+"):
+        batch_instances(bad, 4, overlap_mask=True)
+
+
+_GLOO_STEP = """
+import os, sys
+os.environ["YOLO_OFFLINE"] = "1"
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.tasks import SegmentationModel
+from ultralytics.utils import DEFAULT_CFG
+from densecontrast.adapters.ultralytics import LOSS_KEY, attach
+
+rank, port = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+torch.manual_seed(0)
+model = SegmentationModel("yolov8n-seg.yaml", nc=3, verbose=False).train()
+model.args = get_cfg(DEFAULT_CFG)
+handle = attach(model, weight=0.5, margin=0.5)
+ddp = DistributedDataParallel(model)
+g = torch.Generator().manual_seed(rank + 1)
+masks = torch.zeros(2, 16, 16)
+masks[:, 2:9, 3:12] = 1
+masks[:, 10:15, 8:15] = 2
+batch = {
+    "img": torch.rand(2, 3, 64, 64, generator=g),
+    "masks": masks,
+    "bboxes": torch.tensor([[7.5, 5.5, 9, 7], [11.5, 12.5, 7, 5]] * 2) / 16,
+    "batch_idx": torch.tensor([0.0, 0.0, 1.0, 1.0]),
+    "cls": torch.tensor([[0.0], [1.0], [2.0], [0.0]]),
+}
+for step in range(2):
+    loss_vec, items = ddp(batch)
+    loss_vec.sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in model.dense_contrast.parameters()])
+    both = [torch.zeros_like(grads) for _ in range(2)]
+    dist.all_gather(both, grads)
+    terms = [torch.zeros(()) for _ in range(2)]
+    dist.all_gather(terms, items[LOSS_KEY].reshape(()))
+    model.zero_grad()
+    assert terms[0] > 0 and terms[1] > 0 and terms[0] != terms[1], terms  # each rank its own batch
+    assert torch.equal(both[0], both[1]) and both[0].abs().sum() > 0  # gradients all-reduced
+assert handle.pending_steps == 0
+print("OK", rank)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo_train_the_attached_model(tmp_path: pathlib.Path) -> None:
+    """Two processes step one attached yolov8n-seg each, wrapped in DistributedDataParallel (gloo): every
+    parameter of the loss takes part in the reduction and the projector's gradients agree."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _GLOO_STEP, str(rank), str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for rank, (p, (out, err)) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0 and f"OK {rank}" in out, err[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_worker_file_rebuilds_a_with_options_trainer_and_the_attached_model(
+    data_yaml: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Ultralytics launches DDP workers from a generated file that unpickles the trainer class and the
+    model (cloudpickle): the options of a with_options class and the attached loss arrive intact."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    cls = DenseContrastSegmentationTrainer.with_options(weight=0.3, margin=0.1)
+    trainer = cls(
+        overrides={
+            "model": "yolov8n-seg.yaml", "data": str(data_yaml), "imgsz": IMGSZ, "epochs": 1,
+            "batch": 2, "device": "cpu", "workers": 0, "plots": False, "amp": False,
+            "project": str(tmp_path), "name": "r",
+        }
+    )  # fmt: skip
+    trainer.model = trainer.get_model(cfg="yolov8n-seg.yaml", verbose=False)
+    path = pathlib.Path(generate_ddp_file(trainer))
+    try:
+        source = path.read_text()
+        assert source.count("trainer.train()") == 1
+        report = (
+            "    from densecontrast.adapters.ultralytics import get_handle\n"
+            "    h = get_handle(trainer.model)\n"
+            "    print('WORKER', type(trainer).__name__, trainer.dcl_weight, trainer.dcl_margin,\n"
+            "          h.weight, h.margin)\n"
+        )
+        path.write_text(source.replace("    trainer.train()\n", report))  # everything but the CUDA launch
+        env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.run(
+            [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WORKER DenseContrastSegmentationTrainer 0.3 0.1 0.3 0.1" in proc.stdout

@@ -12,6 +12,12 @@ torch-only:
 - :mod:`densecontrast.adapters.rois`: ground-truth boxes as RoIs on any dense mask-feature map
   (:func:`~densecontrast.adapters.rois.gt_box_rois`), for models without proposals.
 
-The framework-neutral parts (the handle's lifecycle, argument checks, the default criterion, mask
-targets) live in the private modules ``_base`` and ``_targets``.
+Every ``attach`` returns the same :class:`DenseContrastHandle` and defaults to ``weight=DEFAULT_WEIGHT``.
+The framework-neutral parts live in private modules: ``_base`` (the handle and its capture lifecycle),
+``_checks`` (argument checks, the default criterion), ``_targets`` (RoI mask targets) and
+``_checkpoint`` (the loss's optimizer state in a framework's checkpoints).
 """
+
+from ._base import DEFAULT_WEIGHT, DenseContrastHandle
+
+__all__ = ["DEFAULT_WEIGHT", "DenseContrastHandle"]

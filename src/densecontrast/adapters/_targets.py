@@ -1,11 +1,24 @@
-"""Mask targets shared by the adapters: soft RoI masks to the loss's 1 / 0 / -1 masks.
+"""Mask targets shared by the adapters: the ground truth of each RoI on the loss's grid.
 
-Shapes: R RoIs, h x w the RoI grid.
+Shapes: B images, G ground-truth instances of an image, P positive proposals of an image, R RoIs,
+h x w the RoI grid, Hi x Wi an image.
 
-This module is private and imports torch only; the framework modules re-export what users need.
+- :func:`masks_from_soft` turns soft RoI masks into the loss's 1 / 0 / -1 masks;
+- :func:`match_positives`, :func:`project_masks` and :func:`positive_mask_targets` rebuild the ground
+  truth of proposal RoIs the way two-stage detectors do (torchvision's Mask R-CNN: each positive
+  proposal matched to its best-IoU ground truth, whose mask is cropped and resized to the RoI grid);
+- :func:`boxes_from_masks` gives the tight boxes of masks, for ground-truth-box RoIs;
+- :func:`instance_masks` reads per-segment labels with an ignore value (Hugging Face's mask labels) as
+  instance masks.
+
+This module is private and imports torch only (torchvision's ops are imported where used); the framework
+modules re-export what users need.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -57,3 +70,170 @@ def boxes_from_masks(masks: Tensor) -> tuple[Tensor, Tensor]:
     x2 = w - cols.flip(1).to(torch.uint8).argmax(dim=1)
     boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
     return boxes, rows.any(dim=1)
+
+
+def match_positives(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
+    """Index of the ground truth each positive proposal was matched to, as torchvision's ``Matcher`` does.
+
+    torchvision matches every proposal to the ground truth of largest IoU (first one on ties); for the
+    positives (IoU >= 0.5) that index is kept, so the column-wise maximum recovers it.
+
+    Args:
+        gt_boxes: float tensor (G, 4), ground-truth boxes (x1, y1, x2, y2) of one image.
+        boxes: float tensor (P, 4), the image's positive proposals.
+
+    Returns:
+        int64 tensor (P,) with values in [0, G).
+
+    Raises:
+        ValueError: there are proposals but no ground truth.
+    """
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    if gt_boxes.shape[0] == 0:
+        raise ValueError(
+            f"gt_boxes is empty (shape {tuple(gt_boxes.shape)}) but boxes holds {boxes.shape[0]} positive "
+            "proposals; positives need a ground truth to match. Pass the image's ground-truth boxes (G, 4) "
+            "with G >= 1, or no positive proposals"
+        )
+    from torchvision.ops import box_iou
+
+    iou = box_iou(gt_boxes.to(boxes.dtype), boxes)  # (G, P)
+    return iou.max(dim=0).indices
+
+
+def project_masks(gt_masks: Tensor, boxes: Tensor, matched: Tensor, size: tuple[int, int]) -> Tensor:
+    """Crop and resize each proposal's matched ground-truth mask to the mask grid (soft values).
+
+    The same computation as torchvision's mask targets: ``roi_align`` with spatial scale 1.0 and the
+    default sampling ratio, in the dtype of ``boxes``.
+
+    Args:
+        gt_masks: tensor (G, Hi, Wi), the image's instance masks (uint8, bool or float).
+        boxes: float tensor (P, 4), the proposals in image coordinates.
+        matched: int64 tensor (P,), the ground truth of each proposal.
+        size: (h, w), the grid.
+
+    Returns:
+        float tensor (P, h, w) with values in [0, 1].
+    """
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([matched[:, None].to(boxes), boxes], dim=1)  # (P, 5)
+    return roi_align(gt_masks[:, None].to(rois), rois, size, 1.0)[:, 0]
+
+
+def positive_mask_targets(
+    targets: list[dict[str, Tensor]], proposals: list[Tensor], size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """Soft ground-truth masks and labels of a batch's positive proposals, in torchvision's order.
+
+    Args:
+        targets: B dicts with ``"boxes"`` (G, 4), ``"labels"`` (G,) and ``"masks"`` (G, Hi, Wi), as
+            produced by the model's transform (the input of ``roi_heads``).
+        proposals: B float tensors (P, 4), the positive proposals (the input of ``mask_roi_pool``).
+        size: (h, w), the mask grid.
+
+    Returns:
+        ``(soft, labels)``: float tensor (R, h, w) and int64 tensor (R,), R = sum of the P.
+    """
+    if len(targets) != len(proposals):
+        raise ValueError(
+            f"targets and proposals must hold one entry per image; got {len(targets)} targets and "
+            f"{len(proposals)} proposal tensors"
+        )
+    soft, labels = [], []
+    for target, boxes in zip(targets, proposals):
+        matched = match_positives(target["boxes"], boxes)
+        if boxes.shape[0] == 0:
+            soft.append(boxes.new_zeros((0, *size)))
+        else:
+            soft.append(project_masks(target["masks"], boxes, matched, size))
+        labels.append(target["labels"][matched])
+    return torch.cat(soft), torch.cat(labels)
+
+
+def instance_masks(
+    mask_labels: Sequence[Tensor],
+    class_labels: Sequence[Tensor],
+    *,
+    instance_classes: Collection[int] | None = None,
+    pixel_mask: Tensor | None = None,
+) -> list[Tensor]:
+    """The instance segments of a batch's labels as 1 / 0 / -1 masks, the ignore value never foreground.
+
+    A label pixel in [0.5, 1] is the instance (1), one in [0, 0.5) is not (0), and any other value, such
+    as the image processor's padding with ``ignore_index=255``, is ignored (-1). Where ``pixel_mask`` is 0
+    (padding) every segment is -1 too. Segments whose class is not in ``instance_classes`` (stuff,
+    background) are left out.
+
+    Args:
+        mask_labels: B float tensors (G, H, W), the model's ``mask_labels``.
+        class_labels: B int64 tensors (G,), the model's ``class_labels``.
+        instance_classes: class ids that count as instances; None (default) keeps every segment.
+        pixel_mask: int or bool tensor (B, H, W), 1 on the image and 0 on padding, or None. Applied when its
+            size equals the labels' size.
+
+    Returns:
+        B int8 tensors (G', H, W) with G' <= G the kept segments, in their order.
+
+    Raises:
+        TypeError: labels that are not lists of tensors.
+        ValueError: lists of different lengths, or shapes that do not agree.
+
+    Examples:
+        >>> import torch
+        >>> labels = torch.tensor([[[0.0, 1.0, 255.0]], [[1.0, 0.0, 255.0]]])  # two segments, padded
+        >>> [m.tolist() for m in instance_masks([labels], [torch.tensor([3, 0])], instance_classes={3})]
+        [[[[0, 1, -1]]]]
+    """
+    _check_labels(mask_labels, class_labels)
+    wanted = None if instance_classes is None else _class_ids(instance_classes)
+    out = []
+    for b, (labels, classes) in enumerate(zip(mask_labels, class_labels)):
+        if wanted is not None:
+            keep = torch.isin(classes, wanted.to(classes.device))
+            labels = labels[keep.to(labels.device)]
+        masks = torch.zeros(labels.shape, dtype=torch.int8, device=labels.device)
+        masks = masks.masked_fill((labels >= 0.5) & (labels <= 1), 1)
+        masks = masks.masked_fill(~((labels >= 0) & (labels <= 1)), -1)  # NaN, negative, 255: ignored
+        if pixel_mask is not None and tuple(pixel_mask.shape[-2:]) == tuple(labels.shape[-2:]):
+            masks = masks.masked_fill(pixel_mask[b].to(labels.device) == 0, -1)
+        out.append(masks)
+    return out
+
+
+def _check_labels(mask_labels: object, class_labels: object) -> None:
+    for name, value in (("mask_labels", mask_labels), ("class_labels", class_labels)):
+        if isinstance(value, Tensor) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a list of B tensors, one per image; got {type(value).__name__}")
+    mask_labels = cast(Sequence[Any], mask_labels)
+    class_labels = cast(Sequence[Any], class_labels)
+    if len(mask_labels) != len(class_labels):
+        raise ValueError(
+            f"mask_labels and class_labels must hold one tensor per image; got {len(mask_labels)} and "
+            f"{len(class_labels)}"
+        )
+    for b, (labels, classes) in enumerate(zip(mask_labels, class_labels)):
+        if not isinstance(labels, Tensor) or not isinstance(classes, Tensor):
+            raise TypeError(
+                f"mask_labels[{b}] and class_labels[{b}] must be tensors; got {type(labels).__name__} and "
+                f"{type(classes).__name__}"
+            )
+        if labels.ndim != 3 or classes.shape != (labels.shape[0],):
+            raise ValueError(
+                f"mask_labels[{b}] must have shape (G, H, W) and class_labels[{b}] shape (G,); got "
+                f"{tuple(labels.shape)} and {tuple(classes.shape)}"
+            )
+
+
+def _class_ids(instance_classes: object) -> Tensor:
+    if isinstance(instance_classes, (str, bytes, Tensor)) or not isinstance(instance_classes, Collection):
+        raise TypeError(
+            "instance_classes must be None or a collection of int class ids; got "
+            f"{type(instance_classes).__name__}"
+        )
+    ids = list(instance_classes)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TypeError(f"instance_classes must hold int class ids; got {ids!r}")
+    return torch.tensor(ids, dtype=torch.int64)

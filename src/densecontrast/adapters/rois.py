@@ -24,7 +24,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._base import check_ignore_band, check_margin, check_output_size, check_size_pair
+from ._checks import (
+    check_ignore_band,
+    check_margin,
+    check_output_size,
+    check_size_pair,
+)
 from ._targets import boxes_from_masks, masks_from_soft
 
 try:

@@ -7,52 +7,46 @@ prototype maps (a quarter of the input), Hm x Wm Ultralytics' training masks (th
 YOLO-seg has no proposals and no per-RoI mask head: its mask branch is the ``Segment`` head's ``proto``
 module, whose output (B, P, Hp, Wp) are the prototype maps every instance mask is assembled from. As the
 paper does for the one-stage SparseInst, the loss runs on the ground-truth boxes cut out of those maps
-(:func:`~densecontrast.adapters.rois.gt_box_rois`). :func:`attach` registers the loss as
-``model.dense_contrast`` and three hooks:
-
-- a forward pre-hook on the model keeps the batch dict of a training call ``model(batch)`` (the call
-  Ultralytics' trainer makes; it runs the network and ``v8SegmentationLoss``);
-- a forward hook on ``model.model[-1].proto`` (or a forward pre-hook on ``proto.cv3`` with
-  ``features="proto_input"``) keeps the prototype maps of that call;
-- a forward hook on the model, always called, cuts the RoIs, evaluates the loss and appends it to the
-  criterion's loss vector and loss dict as ``dcl_loss``.
-
-Ultralytics' trainer rebuilds the model from its yaml, so hooks put on ``YOLO(...).model`` before
-``train()`` are lost: use :class:`DenseContrastSegmentationTrainer` (``YOLO(...).train(...,
-trainer=DenseContrastSegmentationTrainer)``), which attaches to the model it builds and keeps the loss out
-of the EMA copy that Ultralytics evaluates and saves.
+(:func:`~densecontrast.adapters.rois.gt_box_rois`). A training call ``model(batch)`` (the call Ultralytics'
+trainer makes) is a step of the shared lifecycle (:class:`~densecontrast.adapters.DenseContrastHandle`);
+a forward hook on ``model.model[-1].proto`` (or a pre-hook on ``proto.cv3``, ``features="proto_input"``)
+keeps its prototype maps, and a forward hook on the model appends the loss to the criterion's loss vector
+and items as ``dcl_loss``. For ``YOLO(...).train()`` use :class:`DenseContrastSegmentationTrainer`:
+Ultralytics' trainer rebuilds the model, so hooks put on ``YOLO(...).model`` before ``train()`` are lost.
+Tested versions, and what breaks outside them: docs/ultralytics.md.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import (
+    DEFAULT_WEIGHT,
     SUBMODULE_NAME,
-    AdapterHandle,
+    DenseContrastHandle,
+    Framework,
+    check_not_attached,
+    deprecated_alias,
+    find_handle,
+)
+from ._checks import (
     build_criterion,
     check_eager_model,
     check_ignore_band,
     check_margin,
-    check_not_attached,
     check_output_size,
     check_weight,
-    find_handle,
-    module_device,
+    read_option,
 )
-from .rois import gt_box_rois
 
 try:
     from ultralytics.engine.model import Model as _UltralyticsModel
-    from ultralytics.models.yolo.segment import SegmentationTrainer
     from ultralytics.nn.modules.block import Proto
-    from ultralytics.utils import DEFAULT_CFG
 except ImportError as err:  # pragma: no cover - exercised only without ultralytics
     raise ImportError(
         "densecontrast.adapters.ultralytics needs ultralytics; install it with "
@@ -62,8 +56,8 @@ except ImportError as err:  # pragma: no cover - exercised only without ultralyt
 __all__ = [
     "LOSS_KEY",
     "SUBMODULE_NAME",
-    "DenseContrastSegmentationTrainer",
-    "UltralyticsHandle",
+    "DenseContrastHandle",
+    "DenseContrastSegmentationTrainer",  # noqa: F822 (loaded on first use by __getattr__)
     "attach",
     "batch_instances",
     "get_handle",
@@ -74,13 +68,7 @@ LOSS_KEY = "dcl_loss"
 Features = Literal["proto", "proto_input"]
 _FEATURES: tuple[str, ...] = ("proto", "proto_input")
 _DEFAULT_SEG_GAIN = 7.5  # Ultralytics' default `box` gain, which also scales seg_loss
-
-
-def _get(args: Any, name: str, default: Any) -> Any:
-    """A training argument from ``model.args`` (a namespace or a dict), or ``default``."""
-    if isinstance(args, Mapping):
-        return args.get(name, default)
-    return getattr(args, name, default)
+_MODULE_PATH = "densecontrast.adapters.ultralytics"
 
 
 def batch_instances(
@@ -106,12 +94,18 @@ def batch_instances(
     """
     for key in ("masks", "bboxes", "batch_idx"):
         if key not in batch:
-            raise ValueError(f"the batch has no {key!r}; densecontrast needs Ultralytics' segmentation batch")
+            raise ValueError(
+                f"the batch has no {key!r}; expected Ultralytics' segmentation batch dict (keys img, masks, "
+                f"bboxes, batch_idx, cls); got keys {sorted(batch)}. Call model(batch) with the batches of "
+                "Ultralytics' segmentation dataloader"
+            )
     masks, bboxes = batch["masks"], batch["bboxes"]
     batch_idx = batch["batch_idx"].reshape(-1).long()
     if bboxes.shape[0] != batch_idx.shape[0]:
         raise ValueError(
-            f"batch['bboxes'] {tuple(bboxes.shape)} and batch['batch_idx'] {tuple(batch_idx.shape)} disagree"
+            f"expected one box per instance in batch['bboxes'], (N, 4) with N = {batch_idx.shape[0]} from "
+            f"batch['batch_idx'] {tuple(batch_idx.shape)}; got {tuple(bboxes.shape)}. Build the batch with "
+            "Ultralytics' collate function, which keeps them aligned"
         )
     hm, wm = masks.shape[-2:]
     if overlap_mask and masks.shape[0] != num_images:
@@ -156,72 +150,32 @@ def batch_instances(
     return out_masks, out_boxes
 
 
-class UltralyticsHandle(AdapterHandle):
-    """What :func:`attach` returns: owns the hooks and the loss submodule, and takes them away again.
+class _YoloSeg(Framework):
+    """YOLO-seg: the batch dict of a training call ``model(batch)`` and the Segment head's prototypes."""
 
-    Attributes:
-        model: the ``SegmentationModel``.
-        criterion: the loss module (also ``model.dense_contrast``).
-        weight: λ; the loss vector gets ``weight * box_gain * L * batch_size`` (see :func:`attach`).
-        features: ``"proto"`` or ``"proto_input"``.
-        output_size: the RoI grid (h, w).
-        margin: the box margin (see :func:`~densecontrast.adapters.rois.gt_box_rois`).
-        ignore_band: see :func:`~densecontrast.adapters.rois.gt_box_rois`.
-        overlap_mask: the masks' layout, or None to read ``model.args.overlap_mask`` at every step.
-    """
+    public = ("features", "overlap_mask")
 
-    def __init__(
-        self,
-        model: nn.Module,
-        criterion: nn.Module,
-        *,
-        weight: float,
-        features: Features,
-        output_size: tuple[int, int],
-        margin: float,
-        ignore_band: float | None,
-        overlap_mask: bool | None,
-    ) -> None:
-        super().__init__(model, criterion, weight=weight)
+    def __init__(self, layer: nn.Module, *, features: Features, overlap_mask: bool | None) -> None:
+        super().__init__(layer)
         self.features = features
-        self.output_size = output_size
-        self.margin = margin
-        self.ignore_band = ignore_band
         self.overlap_mask = overlap_mask
-        self._batch: Mapping[str, Any] | None = None
-        self._armed = False  # True only inside a training call model(batch)
-        self._protos: Any = None
         self._warned = False
-        proto = _proto(model)
-        if features == "proto":
-            self._add_hook(proto.register_forward_hook(self._on_proto_output))
+
+    def install(self, handle: DenseContrastHandle) -> None:
+        if self.features == "proto":
+            handle.add_hook(self.layer.register_forward_hook(self._on_proto_output))
         else:
-            cv3 = cast(nn.Module, proto.cv3)
-            self._add_hook(cv3.register_forward_pre_hook(self._on_proto_input))
-        self._add_hook(model.register_forward_pre_hook(self._on_model_input))
-        self._add_hook(model.register_forward_hook(self._on_model_output, always_call=True))
+            handle.add_hook(self.layer.register_forward_pre_hook(self._on_proto_input))
+        handle.add_hook(handle.model.register_forward_hook(self._on_model_output))
 
-    def _repr_fields(self) -> list[str]:
-        return [
-            f"weight={self.weight}",
-            f"features={self.features!r}",
-            f"output_size={self.output_size}",
-            f"margin={self.margin}",
-        ]
-
-    def _clear(self) -> None:
-        self._batch = None
-        self._armed = False
-        self._protos = None
-
-    def _on_model_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def begin(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
         # model(batch) runs model.loss(batch), which runs the network on batch["img"] inside: only the
-        # outer call (a dict) starts a step, and only a training one arms the capture of the prototypes.
-        if args and isinstance(args[0], Mapping):
-            self._clear()
-            if module.training:
-                self._batch = args[0]
-                self._armed = True
+        # outer call (a dict) in training is a step.
+        if module.training and args and isinstance(args[0], Mapping):
+            return {"batch": args[0]}
+        return None
 
     def _on_proto_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._capture(module, output)
@@ -230,11 +184,12 @@ class UltralyticsHandle(AdapterHandle):
         self._capture(module, args[0] if args else None)
 
     def _capture(self, module: nn.Module, value: Any) -> None:
-        if self._armed:
-            self._protos = value
+        step = self.handle.current_step()
+        if step is not None:
+            step.values["protos"] = value
         elif module.training and torch.is_grad_enabled() and not self._warned:
-            # model(images) or model.loss(...) in training: the output hook never sees a step, so the
-            # prototypes are not kept (their graph would outlive the call) and no term is added.
+            # model(images) or model.loss(...) in training: no step, so the prototypes are not kept (their
+            # graph would outlive the call) and no term is added.
             self._warned = True
             warnings.warn(
                 f"densecontrast: the YOLO-seg prototypes were computed in training mode outside a training "
@@ -242,48 +197,39 @@ class UltralyticsHandle(AdapterHandle):
                 "not computed. Call model(batch) with Ultralytics' batch dict, as its trainer does, to train "
                 "with the dense contrastive loss (warned once)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        if not args or not isinstance(args[0], Mapping):
-            return None  # a call on the images: no step to finish
-        batch, protos = self._batch, self._protos
-        self._clear()  # on every exit path, also when the step raised (output is None then)
-        if output is None or batch is None or not module.training:
-            return None
+        step = self.handle.current_step()
+        if step is None or not args or args[0] is not step.values.get("batch"):
+            return None  # not a step, or a call on the images inside one
+        protos = step.values.pop("protos", None)
         if protos is None:
             raise RuntimeError(
-                "densecontrast: a training call model(batch) ran but the Segment head's prototypes were not "
-                "captured; is model.model[-1] the Segment head that produced the masks?"
+                f"densecontrast: expected the training call model(batch) to run {self.layer_name} of the "
+                "Segment head (model.model[-1].proto), whose prototypes the loss needs; it did not run. "
+                "Attach to a YOLO-seg SegmentationModel whose last layer is the Segment head that made the "
+                "masks"
             )
         if isinstance(protos, (tuple, list)):  # YOLO26's Proto26 returns (prototypes, semantic logits)
             protos = protos[0]
         loss_vec, items = output
-        loss = self._loss(module, protos, batch)
-        term = self.weight * _get(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN) * loss
-        num_images = protos.shape[0]
-        loss_vec = torch.cat([loss_vec, (term * num_images).reshape(1).to(loss_vec.dtype)])
-        return loss_vec, {**items, LOSS_KEY: term.detach()}
-
-    def _loss(self, model: nn.Module, protos: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        batch = step.values["batch"]
         overlap = self.overlap_mask
         if overlap is None:
-            overlap = bool(_get(getattr(model, "args", None), "overlap_mask", True))
+            overlap = bool(read_option(getattr(module, "args", None), "overlap_mask", True))
         masks, boxes = batch_instances(
             {k: batch[k].to(protos.device) for k in ("masks", "bboxes", "batch_idx")},
             protos.shape[0],
             overlap_mask=overlap,
         )
-        rois = gt_box_rois(
-            protos,
-            masks,
-            boxes,
-            output_size=self.output_size,
-            margin=self.margin,
-            ignore_band=self.ignore_band,
-        )
-        return self.criterion(rois.feats, rois.masks)
+        gain = float(read_option(getattr(module, "args", None), "box", _DEFAULT_SEG_GAIN))
+        term = self.handle.gt_box_loss(step, protos, masks, boxes, scale=gain)
+        loss_vec = torch.cat([loss_vec, (term * protos.shape[0]).reshape(1).to(loss_vec.dtype)])
+        if isinstance(items, Tensor):  # Ultralytics before the loss dict: a tensor of items, names apart
+            return loss_vec, torch.cat([items, term.detach().reshape(1).to(items.dtype)])
+        return loss_vec, {**items, LOSS_KEY: term.detach()}
 
 
 def _proto(model: nn.Module) -> nn.Module:
@@ -316,16 +262,29 @@ def _check_model(model: object) -> nn.Module:
     return model
 
 
-def get_handle(model: nn.Module) -> UltralyticsHandle | None:
+def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    return find_handle(model, UltralyticsHandle)
+    handle = find_handle(model)
+    return handle if handle is not None and isinstance(handle.framework, _YoloSeg) else None
+
+
+_deprecated = deprecated_alias(_MODULE_PATH, "UltralyticsHandle", "DenseContrastHandle", DenseContrastHandle)
+
+
+def __getattr__(name: str) -> Any:
+    # The trainer lives in its own module (it imports this one), loaded on first use.
+    if name == "DenseContrastSegmentationTrainer":
+        from ._ultralytics_trainer import DenseContrastSegmentationTrainer
+
+        return DenseContrastSegmentationTrainer
+    return _deprecated(name)
 
 
 def attach(
     model: nn.Module,
     criterion: nn.Module | None = None,
     *,
-    weight: float = 1.2,
+    weight: float = DEFAULT_WEIGHT,
     k: int | None = None,
     tau: float | None = None,
     features: Features = "proto",
@@ -333,7 +292,7 @@ def attach(
     margin: float = 0.0,
     ignore_band: float | None = None,
     overlap_mask: bool | None = None,
-) -> UltralyticsHandle:
+) -> DenseContrastHandle:
     """Add the dense contrastive loss to an Ultralytics YOLO-seg model as ``dcl_loss``.
 
     In training, ``model(batch)`` (what Ultralytics' trainer calls) returns the criterion's loss vector
@@ -366,7 +325,7 @@ def attach(
             at every step (the trainer's setting; True when absent).
 
     Returns:
-        An :class:`UltralyticsHandle`; ``handle.remove()`` restores the model.
+        A :class:`~densecontrast.adapters.DenseContrastHandle`; ``handle.remove()`` restores the model.
 
     Raises:
         TypeError: a ``YOLO`` wrapper, a compiled, scripted or data-parallel model, or wrong types.
@@ -395,128 +354,9 @@ def attach(
     proto = _proto(model)
     last_conv = getattr(getattr(proto, "cv3", None), "conv", None)  # Proto's final 1x1 convolution
     channels = getattr(last_conv, "in_channels" if features == "proto_input" else "out_channels", None)
-    crit = build_criterion(
-        criterion, channels, k, tau, where=f"the {features} features", device=module_device(proto)
+    layer = cast(nn.Module, proto.cv3) if features == "proto_input" else proto
+    crit = build_criterion(criterion, channels, k, tau, where=f"the {features} features", like=proto)
+    framework = _YoloSeg(layer, features=features, overlap_mask=overlap_mask)
+    return DenseContrastHandle(
+        model, crit, framework, weight=weight, ignore_band=band, margin=margin, output_size=size
     )
-    return UltralyticsHandle(
-        model,
-        crit,
-        weight=weight,
-        features=features,
-        output_size=size,
-        margin=margin,
-        ignore_band=band,
-        overlap_mask=overlap_mask,
-    )
-
-
-_TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "ignore_band")
-
-
-def _check_trainer_options(options: Mapping[str, Any]) -> None:
-    """Check the trainer's options as :func:`attach` would, before Ultralytics builds anything."""
-    check_weight(options["weight"])
-    if options["features"] not in _FEATURES:
-        raise ValueError(f"features must be one of {_FEATURES}; got {options['features']!r}")
-    check_output_size(options["output_size"])
-    check_margin(options["margin"])
-    check_ignore_band(options["ignore_band"])
-    k, tau = options["k"], options["tau"]
-    if k is not None or tau is not None:  # the default criterion checks its own k and tau
-        DenseContrastiveLoss(DEFAULT_K if k is None else k, DEFAULT_TAU if tau is None else tau)
-
-
-class DenseContrastSegmentationTrainer(SegmentationTrainer):
-    """Ultralytics' ``SegmentationTrainer`` with the dense contrastive loss attached to its model.
-
-    Use it as ``YOLO("yolo11n-seg.yaml").train(data=..., trainer=DenseContrastSegmentationTrainer)``:
-    ``dcl_loss`` then shows in the progress bar and in ``results.csv`` (``train/dcl_loss``; validation
-    does not compute it, so ``val/dcl_loss`` reads 0). The options are class attributes; set them on a
-    subclass, or get one from :meth:`with_options`:
-
-    - ``dcl_weight`` (1.2), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07), ``dcl_features``
-      (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
-      :func:`attach`.
-
-    The model built by :meth:`get_model` gets the loss; the EMA copy that Ultralytics validates and saves
-    in ``last.pt``/``best.pt`` does not (no hooks, no ``dense_contrast`` submodule), so checkpoints load
-    in plain Ultralytics without densecontrast. The projection head is a training-only part and is not in
-    the checkpoints: a resumed run starts it afresh.
-
-    The options are checked by :meth:`with_options` and again when the trainer is built (before
-    Ultralytics creates its run directory), with the errors :func:`attach` raises.
-
-    Raises:
-        TypeError: an option of the wrong type.
-        ValueError: a bad option value, or ``compile=True`` (Ultralytics then calls the network and the
-            loss separately, which the hooks cannot see).
-    """
-
-    dcl_weight: ClassVar[float] = 1.2
-    dcl_k: ClassVar[int | None] = None
-    dcl_tau: ClassVar[float | None] = None
-    dcl_features: ClassVar[Features] = "proto"
-    dcl_output_size: ClassVar[int | tuple[int, int]] = 28
-    dcl_margin: ClassVar[float] = 0.0
-    dcl_ignore_band: ClassVar[float | None] = None
-
-    def __init__(
-        self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: Any = None
-    ) -> None:
-        _check_trainer_options({name: getattr(self, f"dcl_{name}") for name in _TRAINER_OPTIONS})
-        super().__init__(cfg, overrides, _callbacks)
-        if self.args.compile:
-            raise ValueError(
-                f"compile={self.args.compile!r} is not supported with the dense contrastive loss: with it "
-                "Ultralytics calls the network and the loss separately, so the loss would silently be "
-                "missing. Train with compile=False"
-            )
-
-    @classmethod
-    def with_options(cls, **options: Any) -> type[DenseContrastSegmentationTrainer]:
-        """A subclass with other options, e.g. ``with_options(weight=2.0, margin=0.1)``.
-
-        Keys are :func:`attach`'s keyword names (``weight``, ``k``, ``tau``, ``features``,
-        ``output_size``, ``margin``, ``ignore_band``). For multi-GPU training (Ultralytics re-imports the
-        trainer class in each process), define the subclass in an importable module instead.
-        """
-        unknown = set(options) - set(_TRAINER_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown options {sorted(unknown)}; expected some of {sorted(_TRAINER_OPTIONS)}"
-            )
-        _check_trainer_options(
-            {name: options.get(name, getattr(cls, f"dcl_{name}")) for name in _TRAINER_OPTIONS}
-        )
-        attrs = {f"dcl_{name}": value for name, value in options.items()}
-        return cast(type[DenseContrastSegmentationTrainer], type(cls.__name__, (cls,), attrs))
-
-    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
-        """Ultralytics' segmentation model, with the dense contrastive loss attached."""
-        model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
-        attach(
-            model,
-            weight=self.dcl_weight,
-            k=self.dcl_k,
-            tau=self.dcl_tau,
-            features=self.dcl_features,
-            output_size=self.dcl_output_size,
-            margin=self.dcl_margin,
-            ignore_band=self.dcl_ignore_band,
-        )
-        return model
-
-    # Ultralytics builds its EMA as a deep copy of the model, which would carry the hooks and the loss
-    # into the validated model and into every checkpoint. Whenever an EMA is set, strip them from it.
-    @property
-    def ema(self) -> Any:
-        return self.__dict__.get("_dcl_ema")
-
-    @ema.setter
-    def ema(self, value: Any) -> None:
-        copy = getattr(value, "ema", None)
-        if isinstance(copy, nn.Module):
-            handle = get_handle(copy)
-            if handle is not None:
-                handle.remove()
-        self.__dict__["_dcl_ema"] = value
