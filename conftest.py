@@ -39,6 +39,8 @@ def _setup(namespace: dict[str, Any]) -> None:
 
     import torch
 
+    # one intra-op thread, as in tests/conftest.py: small ops on a loaded 2-core machine wait at barriers
+    torch.set_num_threads(int(os.environ.get("DENSECONTRAST_TEST_THREADS", "1")))
     torch.manual_seed(0)
     masks = torch.zeros(4, 28, 28, dtype=torch.bool)
     for i in range(4):
@@ -55,6 +57,7 @@ def _setup(namespace: dict[str, Any]) -> None:
         pass
     folder = tempfile.mkdtemp(prefix="densecontrast-docs-")
     (Path(folder) / "examples").symlink_to(ROOT / "examples")  # pages say "run from a clone's root"
+    (Path(folder) / "docs" / "img").mkdir(parents=True)  # where pages that draw their pictures write them
     namespace["tmp"] = Path(folder)
     namespace["_cwd"] = os.getcwd()
     os.chdir(folder)
