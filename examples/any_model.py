@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--weight", type=float, default=1.2, help="λ of the loss")
+    p.add_argument("--weight", type=float, default=0.3, help="λ of the loss (the adapters' default)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 

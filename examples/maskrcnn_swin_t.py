@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--weight", type=float, default=1.2, help="λ of the loss")
+    p.add_argument("--weight", type=float, default=0.3, help="λ of the loss (the adapters' default)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)

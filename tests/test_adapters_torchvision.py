@@ -214,7 +214,7 @@ def test_default_criterion_is_a_learnable_dcl_submodule(step: dict[str, Any]) ->
     model, handle = step["model"], step["handle"]
     crit = getattr(model, SUBMODULE_NAME)
     assert crit is handle.criterion and isinstance(crit, DenseContrastiveLoss)
-    assert (crit.k, crit.tau, handle.weight) == (32, 0.07, 1.2)
+    assert (crit.k, crit.tau, handle.weight) == (32, 0.07, 0.3)
     assert crit.projector is not None and crit.projector.in_channels == TINY_CHANNELS
     names = {n for n, _ in model.named_parameters()}
     assert {f"{SUBMODULE_NAME}.projector.fc1.weight", f"{SUBMODULE_NAME}.projector.fc2.bias"} <= names

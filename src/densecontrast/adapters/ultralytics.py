@@ -311,7 +311,8 @@ def attach(
         criterion: the loss module, called as ``criterion(feats, masks) -> scalar``; default
             ``DenseContrastiveLoss(k, tau, in_channels=C)`` with C the channels of ``features`` (32
             prototypes). It becomes ``model.dense_contrast``.
-        weight: λ, relative to the segmentation loss before Ultralytics' ``box`` gain. Default 1.2.
+        weight: λ, relative to the segmentation loss before Ultralytics' ``box`` gain. Default
+            ``DEFAULT_WEIGHT`` (0.3, chosen on the evidence study's tuning split; the paper: 1.2).
         k: samples per set for the default criterion. Default 32.
         tau: temperature for the default criterion. Default 0.07.
         features: ``"proto"`` (the prototype maps, the mask branch's output) or ``"proto_input"`` (the
