@@ -20,7 +20,7 @@ from . import __version__
 # the modules it needs whatever its options: checked before anything runs)
 SUBCOMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "demo": (
-        "densecontrast.demo",
+        "densecontrast.demo.cli",
         "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP",
         "demo",
         ("numpy", "pycocotools", "matplotlib", "tqdm", "torchvision"),
