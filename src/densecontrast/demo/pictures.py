@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +18,108 @@ from .config import SCORE_THRESHOLD
 
 _PALETTE = (
     (0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
-    (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81), (0.4, 0.4, 0.4),
+    (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81),
 )  # fmt: skip
+_UNMATCHED = (0.15, 0.15, 0.15)
+"""Colour of a drawn detection that overlaps no object of its class."""
 _ERROR_COLOURS = {
+    "ok": (0.2, 0.8, 0.2),
     "FN": (0.9, 0.1, 0.1),
     "bFP": (0.1, 0.35, 1.0),
     "fFP": (1.0, 0.85, 0.0),
-    "ok": (0.2, 0.8, 0.2),
+    "false": (0.85, 0.2, 0.85),
 }
+ERROR_VALUES = {"none": 0, "ok": 1, "FN": 2, "bFP": 3, "fFP": 4, "false": 5}
+"""The values of :func:`error_map`."""
+MIN_IOU = 0.1
+"""A detection overlapping no object of its class by this mask IoU is unmatched (as in the analysis)."""
 
 
-def _kept(output: dict[str, Tensor]) -> Tensor:
-    """Binary masks (D, S, S) of the detections drawn in the pictures."""
-    keep = output["scores"] >= SCORE_THRESHOLD
-    return output["masks"][keep, 0] > 0.5
+@dataclass(frozen=True)
+class Detection:
+    """A drawn detection and what it is against the ground truth.
+
+    Attributes:
+        mask: bool (S, S).
+        label: its category id.
+        score: its score.
+        kind: "match" (the best detection of an object of its class), "duplicate" (an object of its
+            class that a higher-scoring detection already matched), "wrong class" (overlaps no object of
+            its class, but one of another class by IoU >= 0.5) or "false" (overlaps no object of its
+            class otherwise).
+        gt: index of the matched ground truth (also for duplicates), or -1.
+    """
+
+    mask: Tensor
+    label: int
+    score: float
+    kind: str
+    gt: int
 
 
-def error_map(gt_masks: Tensor, pred_masks: Tensor) -> Tensor:
-    """Per-pixel error type of drawn predictions against the ground truth; int64 (S, S).
+def _iou(a: Tensor, b: Tensor) -> Tensor:
+    """Mask IoU of bool (A, S, S) against bool (B, S, S); float (A, B)."""
+    inter = (a[:, None] & b[None]).flatten(2).sum(-1).float()
+    union = (a[:, None] | b[None]).flatten(2).sum(-1).float()
+    return inter / union.clamp_min(1)
 
-    Each prediction is matched to the ground truth of largest mask IoU (ignored when IoU < 0.1, as in
-    the error analysis). Values: 0 nothing, 1 correct (a matched prediction on its instance), 2 FN (an
-    instance pixel no matched prediction covers), 3 bFP (prediction on background), 4 fFP (prediction on
-    another instance; shown instead of FN where both apply).
+
+def classify_detections(
+    gt_masks: Tensor, gt_labels: Tensor, output: dict[str, Tensor], *, threshold: float = SCORE_THRESHOLD
+) -> list[Detection]:
+    """The detections of ``output`` scoring at least ``threshold``, highest score first, with their kind.
+
+    Each detection is matched to the object of its own class with the largest mask IoU (unmatched below
+    IoU 0.1, as in the error analysis); of several detections matched to one object, all but the
+    highest-scoring are duplicates.
+
+    Args:
+        gt_masks: bool or uint8 (G, S, S).
+        gt_labels: int (G,).
+        output: an eval output of Mask R-CNN: ``masks`` float (D, 1, S, S), ``scores`` (D,), ``labels`` (D,).
+        threshold: the lowest score drawn.
+    """
+    gt = gt_masks.bool()
+    scores = output["scores"]
+    order = [int(i) for i in torch.argsort(scores, descending=True) if float(scores[i]) >= threshold]
+    if not order:
+        return []
+    masks = output["masks"][order, 0] > 0.5
+    labels = output["labels"][order]
+    iou = _iou(masks, gt) if gt.shape[0] else torch.zeros(len(order), 0)
+    same = labels[:, None] == gt_labels[None].to(labels.dtype)
+    claimed: set[int] = set()
+    found = []
+    for d, index in enumerate(order):
+        own = torch.where(same[d], iou[d], torch.full_like(iou[d], -1.0))
+        g = int(own.argmax()) if own.numel() else -1
+        if g >= 0 and float(own[g]) >= MIN_IOU:
+            kind = "duplicate" if g in claimed else "match"
+            claimed.add(g)
+        elif iou.shape[1] and float(iou[d].max()) >= 0.5:
+            kind, g = "wrong class", -1
+        else:
+            kind, g = "false", -1
+        found.append(Detection(masks[d], int(labels[d]), float(scores[index]), kind, g))
+    return found
+
+
+def error_map(gt_masks: Tensor, detections: Sequence[Detection]) -> Tensor:
+    """Per-pixel error type of drawn detections against the ground truth; int64 (S, S).
+
+    Values (:data:`ERROR_VALUES`): 0 nothing, 1 correct (a matched detection on its object), 2 FN (an
+    object pixel no matched detection covers), 3 bFP (a matched detection on background), 4 fFP (a
+    matched detection on another object; shown instead of FN where both apply), 5 a false detection
+    (one that matched no object of its class: wrong class or background; shown over FN and bFP).
 
     Args:
         gt_masks: bool or uint8 (G, S, S), disjoint instance masks.
-        pred_masks: bool (D, S, S).
+        detections: from :func:`classify_detections`.
 
     Examples:
         >>> gt = torch.zeros(1, 4, 4, dtype=torch.bool); gt[0, :2] = True
-        >>> pred = torch.zeros(1, 4, 4, dtype=torch.bool); pred[0, 1:3] = True
-        >>> error_map(gt, pred)[:, 0].tolist()
+        >>> pred = torch.zeros(4, 4, dtype=torch.bool); pred[1:3] = True
+        >>> error_map(gt, [Detection(pred, 1, 0.9, "match", 0)])[:, 0].tolist()
         [2, 1, 3, 0]
     """
     gt = gt_masks.bool()
@@ -58,118 +129,182 @@ def error_map(gt_masks: Tensor, pred_masks: Tensor) -> Tensor:
         owner[gt[g]] = g
     result = torch.zeros(size, dtype=torch.int64)
     covered = torch.zeros((gt.shape[0], *size), dtype=torch.bool)
-    if pred_masks.shape[0] and gt.shape[0]:
-        inter = (pred_masks[:, None] & gt[None]).flatten(2).sum(-1).float()
-        union = (pred_masks[:, None] | gt[None]).flatten(2).sum(-1).float()
-        iou, match = (inter / union.clamp_min(1)).max(dim=1)
-        for d in range(pred_masks.shape[0]):
-            p = pred_masks[d]
-            if float(iou[d]) < 0.1:
-                continue
-            g = int(match[d])
-            covered[g] |= p
-            result[p & (owner == -1) & (result == 0)] = 3
-            result[p & (owner >= 0) & (owner != g) & (result == 0)] = 4
+    for det in detections:
+        if det.gt < 0:
+            continue
+        p = det.mask
+        covered[det.gt] |= p
+        result[p & (owner == -1) & (result == 0)] = 3
+        result[p & (owner >= 0) & (owner != det.gt) & (result == 0)] = 4
     any_gt = owner >= 0
     own_cov = torch.zeros(size, dtype=torch.bool)
     for g in range(gt.shape[0]):
         own_cov |= covered[g] & gt[g]
     result[any_gt & own_cov] = 1
-    result[any_gt & ~own_cov & (result != 4)] = 2  # a pixel another prediction claims shows as fFP
+    result[any_gt & ~own_cov & (result != 4)] = 2  # a pixel another detection claims shows as fFP
+    for det in detections:
+        if det.gt < 0:
+            result[det.mask & ((result == 0) | (result == 2) | (result == 3))] = 5
     return result
 
 
-def _overlay(image: Tensor, masks: Tensor, alpha: float = 0.55, colours: Sequence[int] | None = None) -> Any:
-    """Image (3, S, S) with masks (N, S, S) painted in palette colours and outlined; numpy (S, S, 3)."""
+def _base(image: Tensor) -> Any:
+    """The image as light grey, numpy (S, S, 3): any colour drawn on it is a mask, not the image."""
     import numpy as np
 
-    out = image.permute(1, 2, 0).numpy().astype(np.float64) * 0.75
-    for i in range(masks.shape[0]):
-        m = masks[i].bool().numpy()
-        colour = np.array(_PALETTE[(colours[i] if colours is not None else i) % len(_PALETTE)])
-        out[m] = (1 - alpha) * out[m] + alpha * colour
-        edge = m & ~(
-            np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)
-        )  # mask pixels with a neighbour outside
-        out[edge] = colour
-    return out.clip(0, 1)
+    grey = image.mean(dim=0).numpy().astype(np.float64)
+    return np.repeat((0.55 + 0.4 * grey)[..., None], 3, axis=2)
 
 
-def _matched_colours(gt: Tensor, pred: Tensor) -> list[int]:
-    """Colour index of each prediction: its best-IoU ground truth's, or a spare colour when IoU < 0.1."""
-    if pred.shape[0] == 0:
-        return []
-    if gt.shape[0] == 0:
-        return [len(_PALETTE) - 1] * pred.shape[0]
-    inter = (pred[:, None] & gt[None].bool()).flatten(2).sum(-1).float()
-    union = (pred[:, None] | gt[None].bool()).flatten(2).sum(-1).float()
-    iou, match = (inter / union.clamp_min(1)).max(dim=1)
-    return [int(m) if float(v) >= 0.1 else len(_PALETTE) - 1 for v, m in zip(iou, match)]
+def _paint(out: Any, mask: Tensor, colour: Sequence[float], alpha: float = 0.6) -> None:
+    """Paint ``mask`` (S, S) on ``out`` (S, S, 3) in place, filled and outlined."""
+    import numpy as np
+
+    m = mask.bool().numpy()
+    c = np.asarray(colour)
+    out[m] = (1 - alpha) * out[m] + alpha * c
+    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+    out[edge] = c
+
+
+def _box_corner(mask: Tensor) -> tuple[float, float]:
+    ys, xs = mask.nonzero(as_tuple=True)
+    return (float(xs.min()), float(ys.min())) if xs.numel() else (0.0, 0.0)
 
 
 def plot_predictions(
     dataset: Any,
     outputs: dict[str, Sequence[dict[str, Tensor]]],
-    path: str | Path,
+    path: str | Path | None,
     *,
     images: int = 6,
     aps: dict[str, float] | None = None,
-) -> None:
-    """Save a grid: held-out images, their ground truth, then per model its masks and its error pixels.
+) -> Any:
+    """A grid: held-out images with their ground truth, then per model its detections and error pixels.
+
+    Detections scoring at least :data:`SCORE_THRESHOLD` are drawn on a grey copy of the image, each in
+    the colour of the object it matched (dark grey when it matched none) and labelled with its class
+    name and score; duplicates, wrong-class and false detections are labelled as such. The error row
+    colours each pixel by :func:`error_map`.
 
     Args:
-        dataset: the held-out split (``SyntheticInstances``).
+        dataset: the held-out split (``SyntheticInstances``: its ``categories`` name the classes).
         outputs: model name -> eval outputs, one per image of ``dataset`` (in order).
-        path: the PNG to write.
+        path: the PNG to write, or None to only return the figure.
         images: number of columns (the first images of the split).
         aps: model name -> mask AP (fraction), shown in the row titles.
+
+    Returns:
+        The matplotlib ``Figure``.
     """
     import numpy as np
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay untouched
     from matplotlib.patches import Patch
 
+    names = {int(c["id"]): str(c["name"]) for c in getattr(dataset, "categories", [])}
     cols = min(images, len(dataset))
-    rows = 2 + 2 * len(outputs)
-    fig = Figure(figsize=(2.1 * cols + 1.2, 2.1 * rows + 0.6))
+    rows = 1 + 2 * len(outputs)
+    fig = Figure(figsize=(2.3 * cols + 1.4, 2.3 * rows + 0.9))
     axes = fig.subplots(rows, cols, squeeze=False)
-    row_titles = ["image", "ground truth"]
+    row_titles = ["ground truth"]
     for name in outputs:
         ap = f" (AP {100 * aps[name]:.1f})" if aps and name in aps else ""
-        row_titles += [f"{name}{ap}\nmasks, score ≥ {SCORE_THRESHOLD}", f"{name}\nerror pixels"]
-    lut = np.array([(1.0, 1.0, 1.0), _ERROR_COLOURS["ok"], _ERROR_COLOURS["FN"], _ERROR_COLOURS["bFP"],
-                    _ERROR_COLOURS["fFP"]])  # fmt: skip
+        row_titles += [f"{name}{ap}\ndetections, score ≥ {SCORE_THRESHOLD}", f"{name}\nerror pixels"]
+    lut = np.array([(1.0, 1.0, 1.0), *(_ERROR_COLOURS[k] for k in ("ok", "FN", "bFP", "fFP", "false"))])
+    text = {"fontsize": 6, "va": "top", "ha": "left"}
     for j in range(cols):
         image, target = dataset[j]
-        gt = target["masks"].bool()
-        axes[0, j].imshow(image.permute(1, 2, 0).numpy())
-        axes[1, j].imshow(_overlay(image, gt))
+        gt, gt_labels = target["masks"].bool(), target["labels"]
+        shown = _base(image)
+        for g in range(gt.shape[0]):
+            _paint(shown, gt[g], _PALETTE[g % len(_PALETTE)])
+        axes[0, j].imshow(shown)
+        for g in range(gt.shape[0]):
+            x, y = _box_corner(gt[g])
+            label = names.get(int(gt_labels[g]), str(int(gt_labels[g])))
+            axes[0, j].text(x, y, label, color="white", bbox={"facecolor": _PALETTE[g % len(_PALETTE)],
+                            "pad": 0.5, "linewidth": 0}, **text)  # fmt: skip
+        axes[0, j].set_xlabel(f"{gt.shape[0]} objects", fontsize=8)
         for k, outs in enumerate(outputs.values()):
-            pred = _kept(outs[j])
-            axes[2 + 2 * k, j].imshow(_overlay(image, pred, colours=_matched_colours(gt, pred)))
-            errors = error_map(gt, pred).numpy()
-            shown = lut[errors] * 0.85 + image.permute(1, 2, 0).numpy() * 0.15
-            axes[3 + 2 * k, j].imshow(shown.clip(0, 1))
-            n_gt, n_pred = gt.shape[0], pred.shape[0]
-            axes[2 + 2 * k, j].set_xlabel(f"{n_pred} masks / {n_gt} objects", fontsize=8)
+            found = classify_detections(gt, gt_labels, outs[j])
+            drawn = _base(image)
+            for det in reversed(found):  # highest score painted last, on top
+                _paint(drawn, det.mask, _PALETTE[det.gt % len(_PALETTE)] if det.gt >= 0 else _UNMATCHED)
+            ax = axes[1 + 2 * k, j]
+            ax.imshow(drawn)
+            for det in found:
+                x, y = _box_corner(det.mask)
+                tag = "" if det.kind == "match" else f" {det.kind}"
+                colour = _PALETTE[det.gt % len(_PALETTE)] if det.gt >= 0 else _UNMATCHED
+                label = f"{names.get(det.label, str(det.label))} {det.score:.2f}{tag}"
+                ax.text(x, y, label, color="white", bbox={"facecolor": colour, "pad": 0.5, "linewidth": 0},
+                        **text)  # fmt: skip
+            counts = {kind: sum(d.kind == kind for d in found) for kind in ("match", "duplicate")}
+            other = len(found) - counts["match"] - counts["duplicate"]
+            ax.set_xlabel(
+                f"found {counts['match']} of {gt.shape[0]}; {counts['duplicate']} duplicate, {other} false",
+                fontsize=7,
+            )
+            errors = error_map(gt, found).numpy()
+            mixed = _base(image)  # grey where nothing is to say, so every colour is an error type
+            marked = errors > 0
+            mixed[marked] = lut[errors[marked]] * 0.85 + mixed[marked] * 0.15
+            axes[2 + 2 * k, j].imshow(mixed.clip(0, 1))
     for i in range(rows):
         for j in range(cols):
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
         axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
     handles = [
-        Patch(color=lut[1], label="correct"),
-        Patch(color=_ERROR_COLOURS["FN"], label="FN: object pixel missed (all red: no mask found it)"),
-        Patch(color=_ERROR_COLOURS["bFP"], label="bFP: background predicted"),
-        Patch(color=_ERROR_COLOURS["fFP"], label="fFP: another object's pixel"),
+        Patch(color=_ERROR_COLOURS["ok"], label="correct"),
+        Patch(color=_ERROR_COLOURS["FN"], label="FN: object pixel missed"),
+        Patch(color=_ERROR_COLOURS["bFP"], label="bFP: background in a matched mask"),
+        Patch(color=_ERROR_COLOURS["fFP"], label="fFP: another object in a matched mask"),
+        Patch(color=_ERROR_COLOURS["false"], label="false detection (wrong class or no object)"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle(
-        "Held-out images: ground truth, predicted masks (colour of the matched object; grey = unmatched), "
-        "error pixels",
+        "Held-out images. Masks are drawn on a grey copy of the image in the colour of the object they "
+        "match (dark grey: none),\nlabelled with class and score; an object left grey has no mask.",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    fig.savefig(str(path), dpi=100)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
+    if path is not None:
+        fig.savefig(str(path), dpi=110)
+    return fig
+
+
+def plot_errors(reports: dict[str, Any], path: str | Path | None, *, title: str | None = None) -> Any:
+    """One bar chart of ΔAP per error type (fFP, bFP, FN), one bar per model, in AP points.
+
+    Args:
+        reports: model name -> ``SegmentationErrorReport``.
+        path: the PNG to write, or None to only return the figure.
+        title: the figure's title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay untouched
+
+    types = ("fFP", "bFP", "FN")
+    fig = Figure(figsize=(2.2 + 1.5 * len(types) * max(1, len(reports)) ** 0.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(reports))
+    for k, (name, rep) in enumerate(reports.items()):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(types))]
+        values = [100 * rep.delta[t] for t in types]
+        bars = ax.bar(xs, values, width=width * 0.95, label=f"{name} (AP {100 * rep.ap:.1f})")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(types)), [f"ΔAP$_{{{t}}}$" for t in types])
+    ax.set_ylabel("ΔAP (AP points gained if corrected)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.margins(y=0.15)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Mask AP gained by correcting each error type (lower is better)", fontsize=10)
+    if path is not None:
+        fig.savefig(str(path), dpi=130)
+    return fig
 
 
 def _smooth(values: Sequence[float], window: int) -> list[float]:
@@ -182,12 +317,15 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Path) -> None:
-    """Save the loss curves: one panel per loss term, one line per model (moving average, raw faint).
+def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Path | None) -> Any:
+    """The loss curves: one panel per loss term, one line per model (moving average, raw faint).
 
     Args:
         histories: model name -> the loss dict of every step (as :func:`train` returns).
-        path: the PNG to write.
+        path: the PNG to write, or None to only return the figure.
+
+    Returns:
+        The matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay untouched
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
@@ -224,7 +362,9 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
         ax.axis("off")
     fig.suptitle("Training losses (thin: each step; thick: moving average; log scale)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=100)
+    if path is not None:
+        fig.savefig(str(path), dpi=100)
+    return fig
 
 
 def _tsne_panels(runs: Sequence[dict[str, Any]], rois: int = 6) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
