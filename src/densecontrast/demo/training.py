@@ -51,6 +51,20 @@ def datasets(config: DemoConfig) -> tuple[Any, Any]:
     return train_set, val_set
 
 
+def _valid_rois(handle: Any) -> str:
+    """The number of RoIs that contributed to the last step's loss, as the progress bar shows it.
+
+    Read from the handle, or from its criterion, whichever exposes ``last_valid_rois`` (a 0-dim tensor
+    or an int); "?" when neither does.
+    """
+    count = getattr(handle, "last_valid_rois", None)
+    if count is None:
+        count = getattr(getattr(handle, "criterion", None), "last_valid_rois", None)
+    if count is None:
+        return "?"
+    return str(int(count))
+
+
 def train(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -58,15 +72,28 @@ def train(
     *,
     desc: str = "train",
     show_progress: bool = True,
+    num_workers: int = 1,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``config.steps`` steps; returns the loss dict of every step (floats).
 
     AdamW (weight decay 1e-4) with :func:`lr_at`'s warm-up and cosine decay, gradients clipped at norm
     10. AdamW because a model trained from scratch on a short CPU budget learns faster with it than with
     SGD (the comparison is in docs/demo.md, "How the configuration was chosen").
+
+    Args:
+        model: the model to train (moved to ``config.device``).
+        dataset: the training split.
+        config: the run's configuration (steps, batch size, learning rate, warm-up, seed, device).
+        desc: the progress bar's label.
+        show_progress: show a progress bar.
+        num_workers: DataLoader worker processes generating the images (0: in this process).
+        on_step: called after every step with the step's index and its wall time in seconds, data
+            wait included (``benchmarks/demo_threads.py`` times steps with it).
     """
     from tqdm.auto import tqdm
 
+    from ..adapters.torchvision import get_handle
     from ..datasets import collate_detection
 
     device = torch.device(config.device)
@@ -74,7 +101,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(config.seed)
-    # One worker process generates the images while the model trains. Workers run torch single-threaded,
+    # A worker process generates the images while the model trains. Workers run torch single-threaded,
     # which is what the generator's many small operations want; the main process keeps its threads.
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -82,12 +109,14 @@ def train(
         shuffle=True,
         collate_fn=collate_detection,
         generator=generator,
-        num_workers=1,
-        persistent_workers=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )
+    handle = get_handle(model)
     history: list[dict[str, float]] = []
     bar = tqdm(total=config.steps, desc=desc, disable=not show_progress, dynamic_ncols=True, file=sys.stdout)
     step = 0
+    last = time.perf_counter()
     while step < config.steps:
         for images, targets in loader:
             if step >= config.steps:
@@ -105,12 +134,15 @@ def train(
             record = {name: float(value.detach()) for name, value in losses.items()}
             record["loss"] = float(total.detach())
             history.append(record)
-            if step % 10 == 0 or step == config.steps - 1:
-                bar.set_postfix(
-                    {name.removeprefix("loss_"): f"{value:.3f}" for name, value in record.items()},
-                    refresh=False,
-                )
+            figures = {name.removeprefix("loss_"): f"{value:.3f}" for name, value in record.items()}
+            if handle is not None:
+                figures["rois"] = _valid_rois(handle)
+            bar.set_postfix(figures, refresh=False)
             bar.update(1)
+            if on_step is not None:
+                now = time.perf_counter()
+                on_step(step, now - last)
+                last = now
             step += 1
     bar.close()
     return history
@@ -171,7 +203,6 @@ def run_one(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), out / f"{name}.pt")
-        report.plot(out / f"{name}_errors.png", title=f"{name}: mask AP {100 * report.ap:.1f}")
         (out / f"{name}_metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / f"{name}_losses.json").write_text(json.dumps(history))
     return {
