@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .config import DEFAULT_OUT, DemoConfig, is_standard_backbone, preset
-from .pictures import _tsne_panels, plot_losses, plot_predictions
+from .config import DEFAULT_OUT, DEFAULT_THREADS, DEFAULT_WEIGHT, DemoConfig, is_standard_backbone, preset
+from .pictures import _tsne_panels, plot_errors, plot_losses, plot_predictions
 from .training import datasets, run_one
 
 
@@ -28,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (CUDA when present), cpu or cuda (default %(default)s)"
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--baseline", action="store_true", help="train without the dense contrastive loss")
-    mode.add_argument("--compare", action="store_true", help="train the baseline and DCL and compare them")
+    mode.add_argument(
+        "--no-compare", action="store_true", help="train only the model with the loss (half the time)"
+    )
+    mode.add_argument("--baseline", action="store_true", help="train only the model without the loss")
+    # Comparing is the default; --compare stays accepted so that commands written for it keep working.
+    mode.add_argument("--compare", action="store_true", help="train both and compare them (the default)")
     parser.add_argument("--image-size", type=int, help=f"image side (CPU default {cpu.image_size})")
     parser.add_argument("--batch-size", type=int, help=f"images per step (CPU default {cpu.batch_size})")
     parser.add_argument("--train-images", type=int, help=f"training images (CPU default {cpu.train_images})")
@@ -43,12 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weight",
         type=float,
-        help="λ, the weight of the loss (default 0.1, chosen on a tuning split; the paper: 1.2 Cityscapes)",
+        help=f"λ, the weight of the loss (default {DEFAULT_WEIGHT:g}, chosen on a tuning split; "
+        "the paper: 1.2 on Cityscapes)",
     )
     parser.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)",
+        default=DEFAULT_THREADS,
+        help="torch CPU threads (default %(default)s: steady when other programs use the cores; "
+        "more can be faster on an idle machine, see docs/demo.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -82,62 +87,53 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     return config.resolved()
 
 
-def _compactness_table(runs: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'name':<14}{'intra':>8}{'inst-inst':>11}{'inst-bg':>9}{'separation':>12}{'RoIs':>6}"]
-    for r in runs:
-        c = r["compactness"]
-        lines.append(
-            f"{r['name']:<14}{c.intra:>8.3f}{c.inter:>11.3f}{c.background:>9.3f}{c.separation:>12.2f}"
-            f"{c.num_instances:>6}"
-        )
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo as the command line asked; returns the exit status."""
-    from ..analysis import compare_table, plot_comparison
     from ..analysis.compactness import plot_tsne
+    from . import report as text
 
     config = config_from_args(args)
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise SystemExit("densecontrast demo: --threads must be at least 1")
-        torch.set_num_threads(threads)
+    if args.threads < 1:
+        raise SystemExit("densecontrast demo: --threads must be at least 1")
+    torch.set_num_threads(args.threads)
     out: Path = args.out
     show = not args.no_progress
+    variants = [False] if args.baseline else [True] if args.no_compare else [False, True]
     print(
-        f"densecontrast demo on {config.device}: Mask R-CNN {config.backbone}-FPN{config.fpn_channels}, "
-        f"mask head {config.mask_channels}, {config.steps} steps x {config.batch_size} images of "
-        f"{config.image_size}px, evaluated on {config.val_images} held-out images"
-    )
+        f"densecontrast demo on {config.device} ({args.threads} thread{'s' * (args.threads > 1)}): "
+        f"Mask R-CNN {config.backbone}-FPN{config.fpn_channels}, mask head {config.mask_channels}, "
+        f"{config.steps} steps x {config.batch_size} images of {config.image_size}px, "
+        + ("baseline and +DCL (λ = " + f"{config.weight:g}), same data and seed" if len(variants) == 2 else
+           "+DCL only" if variants == [True] else "baseline only")
+        + f"; evaluated on {config.val_images} held-out images"
+    )  # fmt: skip
     data = datasets(config)
-    variants = [False, True] if args.compare else [not args.baseline]
     runs = []
     for dcl in variants:
-        run_info = run_one(config, dcl=dcl, out=out, show_progress=show, datasets_=data)
-        report = run_info["report"]
-        print(f"\n{run_info['name']}: mask AP on {config.val_images} held-out images (percent)")
-        print(report.table())
-        runs.append(run_info)
-    label = {"baseline": "Baseline", "dcl": "+DCL"}
-    reports = {label[r["name"]]: r["report"] for r in runs}
-    print("\nTable 8 layout (percent; ΔAP is the AP gained by correcting each error type, lower is better)")
-    print(compare_table(reports))
-    print("\nFeature compactness of the mask head on ground-truth RoIs (cosine similarity; see docs/demo.md)")
-    print(_compactness_table(runs))
-    plot_comparison(reports, out / "compare.png" if args.compare else out / "errors.png")
-    plot_predictions(
-        data[1],
-        {label[r["name"]]: r["outputs"] for r in runs},
-        out / "predictions.png",
-        aps={label[r["name"]]: r["report"].ap for r in runs},
-    )
+        info = run_one(config, dcl=dcl, out=out, show_progress=show, datasets_=data)
+        info["label"] = _LABELS[info["name"]]
+        runs.append(info)
+    reports = {r["label"]: r["report"] for r in runs}
+    print()
+    print(text.ap_table(reports, images=config.val_images))
+    if len(runs) == 2:
+        print()
+        print(text.did_it_help(runs[0]["report"].ap, runs[1]["report"].ap, weight=config.weight,
+                               steps=config.steps))  # fmt: skip
+    print()
+    for r in runs:
+        print(text.detection_counts(r["label"], r["report"], r["outputs"]))
+    print()
+    print(text.compactness_table(runs))
+    plot_errors(reports, out / "errors.png")
+    plot_predictions(data[1], {r["label"]: r["outputs"] for r in runs}, out / "predictions.png",
+                     aps={r["label"]: r["report"].ap for r in runs})  # fmt: skip
     plot_losses({r["name"]: r["history"] for r in runs}, out / "losses.png")
+    panels = _tsne_panels(runs)
     plot_tsne(
-        {label[r["name"]]: panel for r, panel in zip(runs, _tsne_panels(runs).values())},
+        {r["label"]: panels[r["name"]] for r in runs},
         out / "tsne.png",
-        figures={label[r["name"]]: r["compactness"] for r in runs},
+        figures={r["label"]: r["compactness"] for r in runs},
     )
     summary = {
         r["name"]: {**r["metrics"]["report"], "compactness": r["metrics"]["compactness"]} for r in runs
@@ -146,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     print(f"\nwrote to {out}/: " + ", ".join(files))
     print(
-        "  predictions.png: held-out images, ground truth, masks and error pixels; losses.png: loss curves; "
-        "tsne.png: pixel features; " + ("compare.png" if args.compare else "errors.png") + ": ΔAP bars"
+        "  predictions.png: held-out images, ground truth, detections and error pixels; errors.png: ΔAP per "
+        "error type; losses.png: loss curves; tsne.png: the mask head's pixel features"
     )
     return 0
+
+
+_LABELS = {"baseline": "Baseline", "dcl": "+DCL"}

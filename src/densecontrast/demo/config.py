@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 DEFAULT_OUT = "densecontrast-demo"
+DEFAULT_THREADS = 1
+"""torch threads of ``densecontrast demo``: steady when other programs use the cores (docs/demo.md)."""
+DEFAULT_WEIGHT = 0.1
+"""λ, the weight of the loss in the demo (chosen on the tuning split: docs/demo.md)."""
+PAIRED_AP_STD = {0.1: 2.0, 1.2: 1.7}
+"""λ -> standard deviation over seeds 0, 1, 2 of (+DCL AP - Baseline AP) in AP points, the seed-to-seed
+noise of the demo's comparison: docs/evidence.md, "Mean ± standard deviation over seeds", rows
+"+DCL λ=... - Baseline (paired)" (CPU configuration, 1200 steps, from scratch)."""
 SCORE_THRESHOLD = 0.5
 """Detections below this score are not drawn in the pictures (AP uses every detection)."""
 
@@ -34,7 +42,7 @@ class DemoConfig:
     rois_per_image: int = 64
     lr: float = 1e-3
     warmup: int = 100
-    weight: float = 0.1
+    weight: float = DEFAULT_WEIGHT
     device: str = "cpu"
     val_split: str = "val"
     val_seed: int | None = None
