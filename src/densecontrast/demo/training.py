@@ -51,18 +51,16 @@ def datasets(config: DemoConfig) -> tuple[Any, Any]:
     return train_set, val_set
 
 
-def _valid_rois(handle: Any) -> str:
+def _valid_rois(handle: Any) -> str | None:
     """The number of RoIs that contributed to the last step's loss, as the progress bar shows it.
 
     Read from the handle, or from its criterion, whichever exposes ``last_valid_rois`` (a 0-dim tensor
-    or an int); "?" when neither does.
+    or an int); None when neither does (a loss that does not count them, or no step yet).
     """
     count = getattr(handle, "last_valid_rois", None)
     if count is None:
         count = getattr(getattr(handle, "criterion", None), "last_valid_rois", None)
-    if count is None:
-        return "?"
-    return str(int(count))
+    return None if count is None else str(int(count))
 
 
 def train(
@@ -135,8 +133,9 @@ def train(
             record["loss"] = float(total.detach())
             history.append(record)
             figures = {name.removeprefix("loss_"): f"{value:.3f}" for name, value in record.items()}
-            if handle is not None:
-                figures["rois"] = _valid_rois(handle)
+            rois = _valid_rois(handle) if handle is not None else None
+            if rois is not None:
+                figures["rois"] = rois
             bar.set_postfix(figures, refresh=False)
             bar.update(1)
             if on_step is not None:
