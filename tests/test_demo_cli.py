@@ -60,7 +60,7 @@ def test_help_has_no_raw_markup(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_modes_default_to_comparing() -> None:
     assert not any(vars(_args()).get(m) for m in ("baseline", "no_compare", "compare"))
-    assert _args(threads=3).threads == 3 and _args().threads == 1
+    assert _args(threads=3).threads == 3 and _args().threads is None
     with pytest.raises(SystemExit):
         parser = argparse.ArgumentParser()
         add_arguments(parser)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_OUT, DEFAULT_THREADS, DEFAULT_WEIGHT, DemoConfig, is_standard_backbone, preset
+from .config import DEFAULT_OUT, DEFAULT_WEIGHT, DemoConfig, default_threads, is_standard_backbone, preset
 from .pictures import _tsne_panels, plot_errors, plot_losses, plot_predictions
 from .training import datasets, run_one
 
@@ -51,9 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=DEFAULT_THREADS,
-        help="torch CPU threads (default %(default)s: steady when other programs use the cores; "
-        "more can be faster on an idle machine, see docs/demo.md)",
+        help=f"torch CPU threads (default: half the cores, here {default_threads()}; more threads can be "
+        "faster on an idle machine and many times slower on a busy one, see docs/demo.md)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -93,14 +92,15 @@ def run(args: argparse.Namespace) -> int:
     from . import report as text
 
     config = config_from_args(args)
-    if args.threads < 1:
+    threads = default_threads() if args.threads is None else args.threads
+    if threads < 1:
         raise SystemExit("densecontrast demo: --threads must be at least 1")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     out: Path = args.out
     show = not args.no_progress
     variants = [False] if args.baseline else [True] if args.no_compare else [False, True]
     print(
-        f"densecontrast demo on {config.device} ({args.threads} thread{'s' * (args.threads > 1)}): "
+        f"densecontrast demo on {config.device} ({threads} thread{'s' * (threads > 1)}): "
         f"Mask R-CNN {config.backbone}-FPN{config.fpn_channels}, mask head {config.mask_channels}, "
         f"{config.steps} steps x {config.batch_size} images of {config.image_size}px, "
         + ("baseline and +DCL (λ = " + f"{config.weight:g}), same data and seed" if len(variants) == 2 else

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 
 DEFAULT_OUT = "densecontrast-demo"
-DEFAULT_THREADS = 1
-"""torch threads of ``densecontrast demo``: steady when other programs use the cores (docs/demo.md)."""
 DEFAULT_WEIGHT = 0.1
 """λ, the weight of the loss in the demo (chosen on the tuning split: docs/demo.md)."""
 PAIRED_AP_STD = {0.1: 2.0, 1.2: 1.7}
@@ -71,6 +70,21 @@ def preset(device: str) -> DemoConfig:
             mask_channels=256, proposals=500, rois_per_image=256, lr=1e-3, warmup=300, device=device,
         )  # fmt: skip
     return DemoConfig(device=device)
+
+
+def default_threads() -> int:
+    """torch threads of ``densecontrast demo``: half the cores this process may use, at least one.
+
+    The other half is left to the DataLoader worker that generates the images and to other programs:
+    when a thread of torch's pool has to wait for a core, every parallel op waits for it, and a step
+    becomes many times slower (on 2 cores with one other busy process, 2 threads were 12x slower than 1;
+    docs/demo.md has the measurements).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def is_standard_backbone(name: str) -> bool:
