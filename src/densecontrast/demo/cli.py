@@ -99,14 +99,17 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     show = not args.no_progress
     variants = [False] if args.baseline else [True] if args.no_compare else [False, True]
+    models = {
+        (False, True): f"Baseline and +DCL (λ = {config.weight:g}) on the same data from the same seed",
+        (True,): f"+DCL only (λ = {config.weight:g})",
+        (False,): "Baseline only",
+    }[tuple(variants)]
     print(
-        f"densecontrast demo on {config.device} ({threads} thread{'s' * (threads > 1)}): "
+        f"densecontrast demo on {config.device} ({threads} thread{'s' * (threads > 1)}): {models}; "
         f"Mask R-CNN {config.backbone}-FPN{config.fpn_channels}, mask head {config.mask_channels}, "
-        f"{config.steps} steps x {config.batch_size} images of {config.image_size}px, "
-        + ("baseline and +DCL (λ = " + f"{config.weight:g}), same data and seed" if len(variants) == 2 else
-           "+DCL only" if variants == [True] else "baseline only")
-        + f"; evaluated on {config.val_images} held-out images"
-    )  # fmt: skip
+        f"{config.steps} steps x {config.batch_size} images of {config.image_size}px, evaluated on "
+        f"{config.val_images} held-out images"
+    )
     data = datasets(config)
     runs = []
     for dcl in variants:

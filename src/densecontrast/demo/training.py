@@ -195,6 +195,7 @@ def run_one(
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu_start,
+        "threads": torch.get_num_threads(),
         "final_losses": history[-1] if history else {},
         "report": report.to_dict(),
         "compactness": compactness.to_dict(),
