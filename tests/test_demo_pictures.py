@@ -112,7 +112,7 @@ def test_prediction_grid_labels_classes_scores_and_duplicates(tmp_path) -> None:
     assert sum(t.endswith(" 1.00") for t in det_texts) == data[0][1]["masks"].shape[0]
     assert all(t.split()[0] in names for t in det_texts)
     n = data[0][1]["masks"].shape[0]
-    assert axes[2].get_xaxis().get_label().get_text() == f"found {n} of {n}; 1 duplicate, 0 false"
+    assert axes[2].get_xaxis().get_label().get_text() == f"found {n} of {n}; 1 dup., 0 wrong class, 0 false"
     assert "AP 100.0" in axes[6].get_yaxis().get_label().get_text()  # +DCL's detection row
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.startswith("false detection") for t in legend) and len(legend) == 5

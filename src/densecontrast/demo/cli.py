@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     plot_errors(reports, out / "errors.png")
     plot_predictions(data[1], {r["label"]: r["outputs"] for r in runs}, out / "predictions.png",
                      aps={r["label"]: r["report"].ap for r in runs})  # fmt: skip
-    plot_losses({r["name"]: r["history"] for r in runs}, out / "losses.png")
+    plot_losses({r["label"]: r["history"] for r in runs}, out / "losses.png")
     panels = _tsne_panels(runs)
     plot_tsne(
         {r["label"]: panels[r["name"]] for r in runs},

@@ -167,9 +167,28 @@ def _paint(out: Any, mask: Tensor, colour: Sequence[float], alpha: float = 0.6) 
     out[edge] = c
 
 
-def _box_corner(mask: Tensor) -> tuple[float, float]:
+def _label(
+    ax: Any, mask: Tensor, text: str, colour: Sequence[float], used: list[tuple[float, float]]
+) -> None:
+    """Write ``text`` at the top of ``mask``'s box, inside the image, below labels already written there.
+
+    Labels of masks in the right half are right-aligned to the box's right edge, so they stay in the
+    picture; a label that would cover an earlier one moves down by one line.
+    """
+    size = mask.shape[-1]
     ys, xs = mask.nonzero(as_tuple=True)
-    return (float(xs.min()), float(ys.min())) if xs.numel() else (0.0, 0.0)
+    if xs.numel() == 0:
+        return
+    left, right, top = float(xs.min()), float(xs.max()), float(ys.min())
+    right_half = (left + right) / 2 > size / 2
+    x, ha = (right, "right") if right_half else (left, "left")
+    line = 0.09 * size
+    y = top
+    while any(abs(y - uy) < line and abs(x - ux) < 0.45 * size for ux, uy in used):
+        y += line
+    used.append((x, y))
+    ax.text(x, y, text, color="white", fontsize=6, va="top", ha=ha, clip_on=True,
+            bbox={"facecolor": colour, "pad": 0.5, "linewidth": 0})  # fmt: skip
 
 
 def plot_predictions(
@@ -179,10 +198,11 @@ def plot_predictions(
     *,
     images: int = 6,
     aps: dict[str, float] | None = None,
+    threshold: float = SCORE_THRESHOLD,
 ) -> Any:
     """A grid: held-out images with their ground truth, then per model its detections and error pixels.
 
-    Detections scoring at least :data:`SCORE_THRESHOLD` are drawn on a grey copy of the image, each in
+    Detections scoring at least ``threshold`` are drawn on a grey copy of the image, each in
     the colour of the object it matched (dark grey when it matched none) and labelled with its class
     name and score; duplicates, wrong-class and false detections are labelled as such. The error row
     colours each pixel by :func:`error_map`.
@@ -193,6 +213,7 @@ def plot_predictions(
         path: the PNG to write, or None to only return the figure.
         images: number of columns (the first images of the split).
         aps: model name -> mask AP (fraction), shown in the row titles.
+        threshold: the lowest score drawn.
 
     Returns:
         The matplotlib ``Figure``.
@@ -209,9 +230,8 @@ def plot_predictions(
     row_titles = ["ground truth"]
     for name in outputs:
         ap = f" (AP {100 * aps[name]:.1f})" if aps and name in aps else ""
-        row_titles += [f"{name}{ap}\ndetections, score ≥ {SCORE_THRESHOLD}", f"{name}\nerror pixels"]
+        row_titles += [f"{name}{ap}\ndetections, score ≥ {threshold:g}", f"{name}\nerror pixels"]
     lut = np.array([(1.0, 1.0, 1.0), *(_ERROR_COLOURS[k] for k in ("ok", "FN", "bFP", "fFP", "false"))])
-    text = {"fontsize": 6, "va": "top", "ha": "left"}
     for j in range(cols):
         image, target = dataset[j]
         gt, gt_labels = target["masks"].bool(), target["labels"]
@@ -219,30 +239,29 @@ def plot_predictions(
         for g in range(gt.shape[0]):
             _paint(shown, gt[g], _PALETTE[g % len(_PALETTE)])
         axes[0, j].imshow(shown)
+        used: list[tuple[float, float]] = []
         for g in range(gt.shape[0]):
-            x, y = _box_corner(gt[g])
-            label = names.get(int(gt_labels[g]), str(int(gt_labels[g])))
-            axes[0, j].text(x, y, label, color="white", bbox={"facecolor": _PALETTE[g % len(_PALETTE)],
-                            "pad": 0.5, "linewidth": 0}, **text)  # fmt: skip
+            name = names.get(int(gt_labels[g]), str(int(gt_labels[g])))
+            _label(axes[0, j], gt[g], name, _PALETTE[g % len(_PALETTE)], used)
         axes[0, j].set_xlabel(f"{gt.shape[0]} objects", fontsize=8)
         for k, outs in enumerate(outputs.values()):
-            found = classify_detections(gt, gt_labels, outs[j])
+            found = classify_detections(gt, gt_labels, outs[j], threshold=threshold)
             drawn = _base(image)
             for det in reversed(found):  # highest score painted last, on top
                 _paint(drawn, det.mask, _PALETTE[det.gt % len(_PALETTE)] if det.gt >= 0 else _UNMATCHED)
             ax = axes[1 + 2 * k, j]
             ax.imshow(drawn)
+            used = []
             for det in found:
-                x, y = _box_corner(det.mask)
                 tag = "" if det.kind == "match" else f" {det.kind}"
                 colour = _PALETTE[det.gt % len(_PALETTE)] if det.gt >= 0 else _UNMATCHED
-                label = f"{names.get(det.label, str(det.label))} {det.score:.2f}{tag}"
-                ax.text(x, y, label, color="white", bbox={"facecolor": colour, "pad": 0.5, "linewidth": 0},
-                        **text)  # fmt: skip
-            counts = {kind: sum(d.kind == kind for d in found) for kind in ("match", "duplicate")}
-            other = len(found) - counts["match"] - counts["duplicate"]
+                _label(
+                    ax, det.mask, f"{names.get(det.label, str(det.label))} {det.score:.2f}{tag}", colour, used
+                )
+            kinds = [d.kind for d in found]
             ax.set_xlabel(
-                f"found {counts['match']} of {gt.shape[0]}; {counts['duplicate']} duplicate, {other} false",
+                f"found {kinds.count('match')} of {gt.shape[0]}; {kinds.count('duplicate')} dup., "
+                f"{kinds.count('wrong class')} wrong class, {kinds.count('false')} false",
                 fontsize=7,
             )
             errors = error_map(gt, found).numpy()
@@ -339,7 +358,7 @@ def plot_losses(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
     rows = max(1, math.ceil(len(terms) / cols))
     fig = Figure(figsize=(4.0 * cols, 3.0 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
-    colours = {"baseline": "#1f77b4", "dcl": "#d62728"}
+    colours = {"baseline": "#1f77b4", "Baseline": "#1f77b4", "dcl": "#d62728", "+DCL": "#d62728"}
     for ax, term in zip(axes.flat, terms):
         for name, hist in histories.items():
             values = [h[term] for h in hist if term in h]
