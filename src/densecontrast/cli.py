@@ -21,7 +21,7 @@ from . import __version__
 SUBCOMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "demo": (
         "densecontrast.demo.cli",
-        "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP",
+        "train torchvision Mask R-CNN on synthetic data without and with DCL and compare their mask AP",
         "demo",
         ("numpy", "pycocotools", "matplotlib", "tqdm", "torchvision"),
     ),
