@@ -61,6 +61,8 @@ def test_detection_counts_explain_matched_and_unmatched_in_words() -> None:
     text = detection_counts("+DCL", _report(0.3, num_matched=3, num_unmatched=2), outputs)
     assert text.startswith("+DCL: 5 detections of every score")
     assert "the 3 scoring ≥ 0.5" in text
+    low = detection_counts("+DCL", _report(0.3), [{"scores": torch.tensor([0.2])}])
+    assert "draw none: no detection scores ≥ 0.5" in low
     assert "3 overlap an object of their class (mask IoU ≥ 0.1)" in text
     assert "2 overlap none (wrong class or no object)" in text
 

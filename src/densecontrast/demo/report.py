@@ -97,9 +97,10 @@ def detection_counts(name: str, report: Any, outputs: Sequence[Mapping[str, Any]
     """What the matched and unmatched counts of the error analysis mean, for one model, in words."""
     total = sum(int(o["scores"].numel()) for o in outputs)
     drawn = sum(int((o["scores"] >= SCORE_THRESHOLD).sum()) for o in outputs)
+    shown = f"the {drawn} scoring" if drawn else "none: no detection scores"
     return (
         f"{name}: {total} detections of every score were evaluated (AP ranks them by score; the pictures "
-        f"draw the {drawn} scoring ≥ {SCORE_THRESHOLD}).\n"
+        f"draw {shown} ≥ {SCORE_THRESHOLD}).\n"
         f"  {report.num_matched} overlap an object of their class (mask IoU ≥ {report.min_iou:g}): their "
         f"pixels are the error pixels above.\n"
         f"  {report.num_unmatched} overlap none (wrong class or no object): they lower AP as false "
