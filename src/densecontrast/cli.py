@@ -20,8 +20,8 @@ from . import __version__
 # the modules it needs whatever its options: checked before anything runs)
 SUBCOMMANDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "demo": (
-        "densecontrast.demo",
-        "train torchvision Mask R-CNN on synthetic data, with DCL, and report AP",
+        "densecontrast.demo.cli",
+        "train torchvision Mask R-CNN on synthetic data without and with DCL and compare their mask AP",
         "demo",
         ("numpy", "pycocotools", "matplotlib", "tqdm", "torchvision"),
     ),
@@ -58,8 +58,14 @@ def _load(name: str) -> ModuleType | str:
     return f"densecontrast {name}: needs {missing!r}: pip install 'densecontrast[{extra}]'"
 
 
+_DESCRIPTION = (
+    "The densecontrast command line: demo (train Mask R-CNN with and without the loss) and analyze "
+    "(segmentation-error analysis of COCO-format results)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densecontrast", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="densecontrast", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"densecontrast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text, _, _) in SUBCOMMANDS.items():
