@@ -46,3 +46,12 @@ def bench_device(request: pytest.FixtureRequest) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return device
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Record the machine beside pytest-benchmark's own fields: CPU model and ISA, cores, torch, threads."""
+    from _common import machine_info as densecontrast_machine_info
+    from _common import projection_paths
+
+    machine_info["densecontrast"] = densecontrast_machine_info(config.getoption("--bench-device"))
+    machine_info["densecontrast"]["projection_paths"] = projection_paths()
