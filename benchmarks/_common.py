@@ -29,6 +29,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def demo_threads() -> int:
+    """The demo's default thread count: half the cores this process may use, at least one.
+
+    Taken from ``densecontrast.demo`` when it provides ``default_threads``, so that a training-step
+    figure runs with the threading a user of the demo gets.
+    """
+    try:
+        from densecontrast.demo import default_threads  # type: ignore[attr-defined]
+
+        return int(default_threads())
+    except (ImportError, AttributeError):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores // 2)
+
+
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:

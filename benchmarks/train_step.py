@@ -20,9 +20,9 @@ Measured, in this order:
 
 Run: ``python benchmarks/train_step.py`` (about 3 minutes on 2 CPU cores; JSON to
 ``benchmarks/results/train_step_cpu.json``), ``--device cuda`` on a GPU (JSON to ``train_step_cuda.json``),
-``--pairs 5`` or more for a tighter median (about 20 s per step here). It runs with one intra-op thread
-by default, as the demo does (``--threads N`` for another count); the thread count, the CPU model and
-the load go into the JSON's ``machine`` entry and the first line printed.
+``--pairs 5`` or more for a tighter median (about 20 s per step here). It runs with the demo's default
+thread count (half the cores: one on 2 cores; ``--threads N`` for another); the thread count, the CPU
+model and the load go into the JSON's ``machine`` entry and the first line printed.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from densecontrast.adapters.torchvision import attach, masks_from_soft, positive
 from densecontrast.datasets import SyntheticInstances, collate_detection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe, machine_info, projection_paths
+from _common import demo_threads, describe, machine_info, projection_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Batch = tuple[list[Tensor], list[dict[str, Tensor]]]
@@ -323,8 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch.set_num_threads on the CPU (default 1, as the demo; recorded in the JSON)",
+        default=None,
+        help="torch.set_num_threads on the CPU (default: the demo's, half the cores; recorded in the JSON)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default results/train_step_<device>.json)"
@@ -337,6 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads is None:
+        args.threads = demo_threads()
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(memory_worker(args.worker, args.memory_steps, device, args.batch_file)))
