@@ -122,7 +122,8 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def profile_ops(steps: dict, rounds: int = 3, top: int = 12) -> dict[str, list[tuple[str, float]]]:
-    """Each contender's ATen ops by self CPU time per step (ms), from ``rounds`` profiled steps."""
+    """Each contender's ATen ops by self CPU time per step (ms), from ``rounds`` profiled steps; the first
+    entry is the total over all ATen ops."""
     from torch.profiler import ProfilerActivity, profile
 
     out = {}
@@ -136,7 +137,8 @@ def profile_ops(steps: dict, rounds: int = 3, top: int = 12) -> dict[str, list[t
             for e in prof.key_averages()
             if e.key.startswith("aten::")
         ]
-        out[name] = sorted(rows, key=lambda row: -row[1])[:top]
+        total = ("all aten ops", sum(ms for _, ms in rows))
+        out[name] = [total, *sorted(rows, key=lambda row: -row[1])[:top]]
     return out
 
 
@@ -196,7 +198,7 @@ def main() -> None:
         if args.profile:
             profiles[str(r)] = profile_ops(steps)
             for name, rows in profiles[str(r)].items():
-                ops = ", ".join(f"{op[6:]} {ms:.1f}" for op, ms in rows)
+                ops = ", ".join(f"{op.removeprefix('aten::')} {ms:.1f}" for op, ms in rows)
                 print(f"  R={r} {name} (ms per step): {ops}", flush=True)
     machine["projection_paths"] = projection_paths()
     machine["load_average_end"] = os.getloadavg()
