@@ -109,6 +109,7 @@ def test_nothing_is_measured_for_float64_or_off_the_cpu(
     monkeypatch.setattr(projection, "_measure_paths", refuse)
     head, rows = _head_and_rows(torch.float64)
     assert projection._projection_path(head, rows) == "gemm"  # no fast float64 convolution on the CPU
+    assert projection._projection_path(head, rows.to("meta")) == "gemm"  # float64 anywhere
     on_meta = torch.empty(3, 6, 9, device="meta")
     assert projection._projection_path(head.float(), on_meta) == "conv"  # CUDA and others: never timed
     assert empty_cache == {}
@@ -119,8 +120,8 @@ def test_the_measurement_leaves_no_trace(empty_cache: dict) -> None:
     head, rows = _head_and_rows(torch.float32)
     before = [p.detach().clone() for p in head.parameters()]
     rng = torch.get_rng_state()
-    with torch.no_grad():  # also from inside no_grad (an evaluation loop)
-        path = projection._projection_path(head, rows)
+    with torch.inference_mode():  # also from inside no_grad or inference mode (an evaluation loop)
+        path = projection._projection_path(head, rows.detach())
     assert path in ("conv", "gemm")
     assert list(empty_cache.values()) == [path]
     assert all(p.grad is None for p in head.parameters())

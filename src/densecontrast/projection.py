@@ -8,10 +8,10 @@ gives the same loss for a fraction of the work.
 
 The loss projects its gathered rows, channels-first (R, C, N), in one of two ways that give the same
 numbers up to float rounding: two 1x1 convolutions (oneDNN on the CPU) or two GEMMs on a row-major copy
-(MKL on the CPU). Which is faster depends on the processor and the thread count (on an Intel Xeon the
-convolutions spend about as long reordering to oneDNN's blocked layout as multiplying; on an AMD EPYC they
-were measured the faster of the two). On the CPU the choice is therefore measured once per process and
-kept for each (dtype, channel sizes, thread count, autocast state); elsewhere it is fixed, never timed.
+(MKL on the CPU). Which is faster depends on the processor, its load and the thread count (on an Intel
+Xeon the convolutions spend nearly as long reordering to oneDNN's blocked layout as multiplying; on an
+AMD EPYC they were measured the faster of the two). On the CPU the choice is therefore measured once per
+process and kept for each (dtype, channel sizes, thread count, autocast state); elsewhere it is fixed.
 """
 
 from __future__ import annotations
@@ -192,18 +192,18 @@ def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
 def _projection_path(head: ProjectionHead, x: Tensor) -> str:
     """``"conv"`` or ``"gemm"`` for projecting the channels-first rows ``x`` with ``head``.
 
-    Fixed where nothing needs measuring: float64 on the CPU takes the GEMMs (no fast float64
-    convolution there) and other devices take the convolutions (fewest kernels; a CUDA step is never
-    timed, so capture in a CUDA graph and the absence of host synchronisation hold). Otherwise, on the
+    Fixed where nothing needs measuring: float64 takes the GEMMs (no fast float64 convolution on the
+    CPU) and other devices take the convolutions (fewest kernels; a CUDA step is never timed, so
+    capture in a CUDA graph and the absence of host synchronisation hold). Otherwise, on the
     CPU, measured once per process for each :func:`_path_key` and cached. Either path gives the same
     numbers up to float rounding, so the choice changes speed only.
     """
     if _forced_path is not None:
         return _forced_path
-    if x.device.type != "cpu":
-        return "conv"
     if x.dtype == torch.float64:
         return "gemm"
+    if x.device.type != "cpu":
+        return "conv"
     key = _path_key(head, x)
     path = _path_cache.get(key)
     if path is None:
