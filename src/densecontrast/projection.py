@@ -196,7 +196,8 @@ def _projection_path(head: ProjectionHead, x: Tensor) -> str:
     CPU) and other devices take the convolutions (fewest kernels; a CUDA step is never timed, so
     capture in a CUDA graph and the absence of host synchronisation hold). Otherwise, on the
     CPU, measured once per process for each :func:`_path_key` and cached. Either path gives the same
-    numbers up to float rounding, so the choice changes speed only.
+    numbers up to float rounding, so the choice changes speed only. The measurement runs inline in the
+    first such call (a profiler or dispatch mode active then sees its ops).
     """
     if _forced_path is not None:
         return _forced_path
