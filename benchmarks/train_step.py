@@ -331,7 +331,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", choices=("A", "B"), help=argparse.SUPPRESS)
     parser.add_argument("--batch-file", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1 (a median needs a measured pair); got {args.pairs}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
