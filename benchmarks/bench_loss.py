@@ -41,6 +41,7 @@ def test_densecontrast(
         autocast=autocast,
         compiled=compiled,
         device=str(bench_device),
+        threads=torch.get_num_threads(),
     )
     if autocast and bench_device.type == "cpu":
         pytest.skip("bf16 autocast on CPUs without native bf16 matmuls is emulated (15-24x slower here)")
@@ -64,7 +65,13 @@ def test_densecontrast(
 
 def test_floor(benchmark, bench_device: torch.device, num_rois: int) -> None:
     benchmark.group = f"loss R={num_rois}"
-    benchmark.extra_info.update(num_rois=num_rois, impl="floor", autocast=False, device=str(bench_device))
+    benchmark.extra_info.update(
+        num_rois=num_rois,
+        impl="floor",
+        autocast=False,
+        device=str(bench_device),
+        threads=torch.get_num_threads(),
+    )
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(num_rois * 3 * K, C, generator=g).to(bench_device).requires_grad_(True)
     w1 = (torch.randn(C, C, generator=g) / C**0.5).to(bench_device).requires_grad_(True)

@@ -28,10 +28,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-sizes", default="32,128,256,512", help="comma-separated numbers of RoIs for the loss"
     )
     parser.addoption(
+        "--bench-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the benchmarks (default: torch's own; recorded in machine_info)",
+    )
+    parser.addoption(
         "--bench-compile",
         action="store_true",
         help="also time torch.compile(loss, dynamic=True) (inductor; slow to compile on a CPU)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--bench-threads", default=None)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -46,3 +58,12 @@ def bench_device(request: pytest.FixtureRequest) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return device
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Record the machine beside pytest-benchmark's own fields: CPU model and ISA, cores, torch, threads."""
+    from _common import machine_info as densecontrast_machine_info
+    from _common import projection_paths
+
+    machine_info["densecontrast"] = densecontrast_machine_info(config.getoption("--bench-device"))
+    machine_info["densecontrast"]["projection_paths"] = projection_paths()

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/op_count.py            # R = 64, C = 256, K = 32, 28 x 28 (the setting)
+    python benchmarks/op_count.py --path gemm --no-compile   # the GEMM projection some CPUs pick
 
 Eager: every non-view ATen operation seen by a ``TorchDispatchMode`` over forward and backward, with
 the gradients set to None before the step (what ``tests/test_loss.py`` bounds). Compiled (inductor, CPU,
@@ -20,7 +21,7 @@ import re
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from densecontrast import DenseContrastiveLoss
+from densecontrast import DenseContrastiveLoss, projection
 
 
 class CountOps(TorchDispatchMode):
@@ -86,13 +87,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--no-compile", action="store_true", help="eager count only")
     parser.add_argument("--static", action="store_true", help="compile for this R only (dynamic=False)")
+    parser.add_argument(
+        "--path",
+        choices=projection._PATHS,
+        default="conv",
+        help="the eager projection path to count (default conv, the one GPUs take; the CPU measures)",
+    )
     args = parser.parse_args()
+    projection._forced_path = args.path
     torch.manual_seed(0)
     crit = DenseContrastiveLoss(k=32, tau=0.07, in_channels=args.channels)
     feats, masks = batch(args.rois, args.channels, args.size)
     eager_ops(crit, feats, masks)  # warm-up
     ops = eager_ops(crit, feats, masks)
-    print(f"eager: {len(ops)} non-view ATen ops (forward + backward, R = {args.rois})")
+    print(
+        f"eager: {len(ops)} non-view ATen ops (forward + backward, R = {args.rois}, {args.path} projection)"
+    )
     print("  " + ", ".join(ops))
     if not args.no_compile:
         kernels = compiled_kernels(crit, feats, masks, dynamic=not args.static)

@@ -33,12 +33,17 @@ def load(path: Path) -> tuple[dict[int, dict[str, float]], dict[str, str]]:
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {})
     devices = {b.get("extra_info", {}).get("device", "cpu") for b in data["benchmarks"]}
+    ours = machine.get("densecontrast", {})  # benchmarks/conftest.py's machine-info hook
     meta = {
         "device": ", ".join(sorted(devices)),
-        "cpu": str(cpu.get("brand_raw", machine.get("processor", "?"))),
-        "cores": str(cpu.get("count", "?")),
+        "cpu": str(ours.get("cpu", cpu.get("brand_raw", machine.get("processor", "?")))),
+        "cores": str(ours.get("cpu_count", cpu.get("count", "?"))),
         "python": str(machine.get("python_version", "?")),
         "date": str(data.get("datetime", "?")),
+        "torch": str(ours.get("torch", "?")),
+        "threads": str(ours.get("torch_threads", "?")),
+        "isa": str(ours.get("cpu_isa", "?")),
+        "paths": str(ours.get("projection_paths", "?")),
     }
     return dict(sorted(table.items())), meta
 
@@ -111,8 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     table, meta = load(args.json)
     print(
-        f"device: {meta['device']}; machine: {meta['cpu']}, {meta['cores']} cores, "
-        f"Python {meta['python']}, {meta['date']}\n"
+        f"device: {meta['device']}; machine: {meta['cpu']} ({meta['isa']}), {meta['cores']} cores, "
+        f"torch {meta['torch']}, {meta['threads']} threads, Python {meta['python']}, {meta['date']}; "
+        f"projection path {meta['paths']}\n"
     )
     print(markdown(table))
     if args.plot:

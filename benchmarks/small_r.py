@@ -9,21 +9,28 @@ Each round times one forward + backward of ``DenseContrastiveLoss(k=32, tau=0.07
 one of the floor (the projection's two GEMMs forward and backward on the R x 3K sampled rows, plus
 writing one dense gradient of the size of ``feats``), back to back, so that both see the same load. It
 prints the median of the per-round ratios and the ratio of the medians; on a shared machine the first is
-the steadier. Results go to ``--out`` as JSON when given.
+the steadier, and the 10th-90th percentile range of the per-round ratios gives the spread. Results go to
+``--out`` as JSON when given, with the machine (CPU model, ISA, cores, torch, threads, load) and the
+projection path the loss chose.
+
+``--paths conv gemm`` adds the loss with its projection pinned to each path (1x1 convolutions, GEMMs)
+as further contenders; ``--profile`` prints each contender's ATen ops by self time per step
+(torch.profiler, a separate pass after the timed rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _common import roi_batch, synchronize
+from _common import describe, machine_info, projection_paths, roi_batch, synchronize
 
-from densecontrast import DenseContrastiveLoss
+from densecontrast import DenseContrastiveLoss, projection
 
 K = 32
 C = 256
@@ -44,7 +51,8 @@ def load_package(src: Path, name: str = "densecontrast_baseline"):
     return module
 
 
-def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLoss):
+def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLoss, path: str | None = None):
+    """One forward + backward of the loss; with ``path``, its projection pinned to that path."""
     feats, masks = roi_batch(num_rois, C, device=device)
     torch.manual_seed(0)
     crit = loss_class(k=K, tau=0.07, in_channels=C).to(device)
@@ -53,7 +61,11 @@ def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLo
         feats.grad = None
         for p in crit.parameters():
             p.grad = None
-        crit(feats, masks).backward()
+        projection._forced_path = path
+        try:
+            crit(feats, masks).backward()
+        finally:
+            projection._forced_path = None
         synchronize(device)
 
     return step
@@ -96,6 +108,37 @@ def alternate(steps: dict, rounds: int, warmup: int = 3, clock=time.perf_counter
         ratios = [a / b for a, b in zip(times[name], times["floor"])]
         out[f"{name}_median_of_ratios"] = statistics.median(ratios)
         out[f"{name}_ratio_of_medians"] = out[f"{name}_median_s"] / out["floor_median_s"]
+        low, high = _percentiles(ratios)
+        out[f"{name}_ratio_p10"], out[f"{name}_ratio_p90"] = low, high
+    return out
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    """10th and 90th percentiles (the extremes below 10 values)."""
+    if len(values) < 10:
+        return min(values), max(values)
+    deciles = statistics.quantiles(values, n=10)
+    return deciles[0], deciles[-1]
+
+
+def profile_ops(steps: dict, rounds: int = 3, top: int = 12) -> dict[str, list[tuple[str, float]]]:
+    """Each contender's ATen ops by self CPU time per step (ms), from ``rounds`` profiled steps; the first
+    entry is the total over all ATen ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for name, fn in steps.items():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(rounds):
+                fn()
+        rows = [
+            (e.key, e.self_cpu_time_total / 1e3 / rounds)
+            for e in prof.key_averages()
+            if e.key.startswith("aten::")
+        ]
+        total = ("all aten ops", sum(ms for _, ms in rows))
+        out[name] = [total, *sorted(rows, key=lambda row: -row[1])[:top]]
     return out
 
 
@@ -115,14 +158,27 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src", type=Path, help="a src/ folder with another densecontrast to compare"
     )
+    parser.add_argument(
+        "--paths",
+        nargs="*",
+        choices=projection._PATHS,
+        default=[],
+        help="also time the loss with its projection pinned to these paths",
+    )
+    parser.add_argument("--profile", action="store_true", help="print per-op self times per contender")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    results = {}
+    machine = machine_info(device)
+    print(f"machine: {describe(machine)}; load average {machine['load_average']}", flush=True)
+    results: dict[str, dict] = {}
+    profiles: dict[str, dict] = {}
     baseline = load_package(args.baseline_src) if args.baseline_src else None
     for r in args.sizes:
         steps = {"ours": loss_step(r, device), "floor": floor_step(r, device)}
+        for path in args.paths:
+            steps[path] = loss_step(r, device, path=path)
         if baseline is not None:
             steps["baseline"] = loss_step(r, device, baseline.DenseContrastiveLoss)
         res = alternate(
@@ -134,15 +190,31 @@ def main() -> None:
             if name != "floor":
                 line += (
                     f" | {name} {1e3 * res[f'{name}_median_s']:8.2f} ms, "
-                    f"{res[f'{name}_median_of_ratios']:.3f}x floor (median of ratios), "
+                    f"{res[f'{name}_median_of_ratios']:.3f}x floor "
+                    f"[{res[f'{name}_ratio_p10']:.2f}-{res[f'{name}_ratio_p90']:.2f}] (median of ratios), "
                     f"{res[f'{name}_ratio_of_medians']:.3f}x (ratio of medians)"
                 )
-        print(line)
+        print(line, flush=True)
+        if args.profile:
+            profiles[str(r)] = profile_ops(steps)
+            for name, rows in profiles[str(r)].items():
+                ops = ", ".join(f"{op.removeprefix('aten::')} {ms:.1f}" for op, ms in rows)
+                print(f"  R={r} {name} (ms per step): {ops}", flush=True)
+    machine["projection_paths"] = projection_paths()
+    machine["load_average_end"] = os.getloadavg()
+    print(f"projection path chosen: {machine['projection_paths']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"device": str(device), "torch": torch.__version__, "results": results})
-        )
+        report = {
+            "device": str(device),
+            "torch": torch.__version__,
+            "machine": machine,
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "results": results,
+        }
+        if profiles:
+            report["profiles"] = profiles
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Measured, in this order:
 
 Run: ``python benchmarks/train_step.py`` (about 3 minutes on 2 CPU cores; JSON to
 ``benchmarks/results/train_step_cpu.json``), ``--device cuda`` on a GPU (JSON to ``train_step_cuda.json``),
-``--pairs 5`` or more for a tighter median (about 20 s per step here).
+``--pairs 5`` or more for a tighter median (about 20 s per step here). It runs with the demo's default
+thread count (half the cores: one on 2 cores; ``--threads N`` for another); the thread count, the CPU
+model and the load go into the JSON's ``machine`` entry and the first line printed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,6 +45,9 @@ from torch import Tensor, nn
 from densecontrast import DenseContrastiveLoss
 from densecontrast.adapters.torchvision import attach, masks_from_soft, positive_mask_targets
 from densecontrast.datasets import SyntheticInstances, collate_detection
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import demo_threads, describe, machine_info, projection_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Batch = tuple[list[Tensor], list[dict[str, Tensor]]]
@@ -313,32 +317,6 @@ def peak_memory(args: argparse.Namespace, batch: Batch) -> dict[str, Any]:
     return result
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-    }
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -346,18 +324,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loss-repeats", type=int, default=5, help="repeats of the loss-only timings")
     parser.add_argument("--memory-steps", type=int, default=1, help="steps per memory subprocess (0: skip)")
     parser.add_argument("--instances", type=int, default=60, help="instances per image")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on the CPU")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads on the CPU (default: the demo's, half the cores; recorded in the JSON)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default results/train_step_<device>.json)"
     )
     parser.add_argument("--worker", choices=("A", "B"), help=argparse.SUPPRESS)
     parser.add_argument("--batch-file", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1 (a median needs a measured pair); got {args.pairs}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads is None:
+        args.threads = demo_threads()
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(memory_worker(args.worker, args.memory_steps, device, args.batch_file)))
@@ -366,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     criterion = build_criterion(device)
     batch = build_batch(device, args.instances)
     report: dict[str, Any] = {"machine": machine_info(device), "config": vars(args) | {"out": None}}
+    print(f"machine: {describe(report['machine'])}", flush=True)
     report["instances_per_image"] = [int(t["labels"].shape[0]) for t in batch[1]]
     report["steps"], seen = interleaved(model, batch, criterion, args.pairs, device)
     report["loss"] = loss_cost(seen, criterion, args.loss_repeats, device)
@@ -375,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_steps > 0:
         report["memory"] = peak_memory(args, batch)
     report["machine"]["load_average_end"] = os.getloadavg()
+    report["machine"]["projection_paths"] = projection_paths()
     out = args.out or RESULTS / f"train_step_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -383,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         "median_cpu_ratio": round(report["steps"]["median_cpu_ratio"], 4),
         "loss_share": round(report["loss"]["share_of_step"], 4),
         "positive_rois": report["loss"]["positive_rois"],
+        "threads": report["machine"]["torch_threads"],
     }
     if "memory" in report:
         summary["memory_increase"] = round(report["memory"]["increase_ratio"], 4)

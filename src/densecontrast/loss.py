@@ -122,10 +122,10 @@ def _project(rows: Tensor, projector: nn.Module | None) -> Tensor:
     if projector is None:
         return rows
     if (
-        rows.dtype != torch.float64  # no fast float64 convolution on the CPU
-        and not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
+        not torch.compiler.is_compiling()  # a traced convolution guards on R: no dynamic R
         and _is_plain_head(projector)  # hooks, patched forwards and reparametrisations go through __call__
     ):
+        # Convolutions or GEMMs, whichever is faster here (projection._projection_path): same numbers.
         return projector._forward_channels_first(rows)  # type: ignore[operator]
     out: Tensor = projector(rows.transpose(1, 2))  # any module mapping (..., C) to (..., D)
     return out.transpose(1, 2)

@@ -5,10 +5,20 @@ Shapes: R RoIs, N pixels per RoI, C input channels, D projected channels, H x W 
 The paper's φ is two fully connected layers; the released code applies the same thing as two 1x1
 convolutions over the whole map. Because φ acts on each pixel alone, projecting only the sampled pixels
 gives the same loss for a fraction of the work.
+
+The loss projects its gathered rows, channels-first (R, C, N), in one of two ways that give the same
+numbers up to float rounding: two 1x1 convolutions (oneDNN on the CPU) or two GEMMs on a row-major copy
+(MKL on the CPU). Which is faster depends on the processor, its load and the thread count (on an Intel
+Xeon the convolutions spend nearly as long reordering to oneDNN's blocked layout as multiplying; on an
+AMD EPYC they were measured the faster of the two). On the CPU the choice is therefore measured once per
+process and kept for each (dtype, channel sizes, thread count, autocast state); elsewhere it is fixed.
 """
 
 from __future__ import annotations
 
+import time
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as _module
@@ -100,14 +110,14 @@ class ProjectionHead(nn.Module):
         return self.fc2(F.relu(self.fc1(x), inplace=True))
 
     def _forward_channels_first(self, x: Tensor) -> Tensor:
-        """The head on channels-first rows (R, C, N) -> (R, D, N), as two 1x1 convolutions.
+        """The head on channels-first rows (R, C, N) -> (R, D, N), by the path :func:`_projection_path`
+        picks (two 1x1 convolutions or two GEMMs: the same numbers up to float rounding).
 
-        The same numbers as :meth:`forward` on ``x.transpose(1, 2)``; the loss uses it on its gathered
-        rows because one convolution's backward returns the input, weight and bias gradients at once.
-        It bypasses ``nn.Module.__call__``, so the loss uses it only where :func:`_is_plain_head` holds.
+        The same numbers as :meth:`forward` on ``x.transpose(1, 2)``. It bypasses
+        ``nn.Module.__call__``, so the loss uses it only where :func:`_is_plain_head` holds.
         """
-        hidden = F.conv1d(x, self.fc1.weight[:, :, None], self.fc1.bias)
-        return F.conv1d(F.relu(hidden, inplace=True), self.fc2.weight[:, :, None], self.fc2.bias)
+        path = _PATH_FUNCTIONS[_projection_path(self, x)]
+        return path(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
 
     def project_map(self, feats: Tensor) -> Tensor:
         """Apply the head to every pixel of a map, as the released code's two 1x1 convolutions do.
@@ -132,3 +142,98 @@ class ProjectionHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.hidden_channels} -> {self.out_channels}"
+
+
+# --- Which path projects the loss's channels-first rows -----------------------------------------------------
+
+
+def _conv_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
+    """(R, C, N) -> (R, D, N) as two 1x1 convolutions: one ATen op per layer and one per layer's
+    backward (input, weight and bias gradients at once), so the fewest kernels on a GPU. On the CPU
+    oneDNN reorders the input and output of each call to and from its blocked layout."""
+    hidden = F.conv1d(x, w1[:, :, None], b1)
+    return F.conv1d(F.relu(hidden, inplace=True), w2[:, :, None], b2)
+
+
+def _gemm_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
+    """(R, C, N) -> (R, D, N) as two GEMMs on the rows copied once into (R * N, C), row-major.
+
+    The output is a transposed view of an (R, N, D) buffer; the backward copies the incoming gradient
+    once into rows, then runs four GEMMs and two bias sums, as the head's :meth:`ProjectionHead.forward`.
+    """
+    r, c, n = x.shape
+    rows = x.transpose(1, 2).reshape(r * n, c)
+    hidden = F.relu(F.linear(rows, w1, b1), inplace=True)
+    return F.linear(hidden, w2, b2).view(r, n, w2.shape[0]).transpose(1, 2)
+
+
+_PATH_FUNCTIONS = {"conv": _conv_path, "gemm": _gemm_path}
+_PATHS = tuple(_PATH_FUNCTIONS)
+_MEASURE_ROWS = 4096  # rows of the one-time measurement: R = 42 RoIs at K = 32, 4 MB at C = 256
+_path_cache: dict[tuple[object, ...], str] = {}
+_forced_path: str | None = None
+
+
+def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
+    """What the faster path may depend on: device, dtype, channel sizes, threads, autocast state."""
+    device = x.device.type
+    autocast = torch.is_autocast_enabled(device)
+    return (
+        device,
+        x.dtype,
+        head.in_channels,
+        head.hidden_channels,
+        head.out_channels,
+        torch.get_num_threads() if device == "cpu" else None,
+        torch.get_autocast_dtype(device) if autocast else None,
+    )
+
+
+def _projection_path(head: ProjectionHead, x: Tensor) -> str:
+    """``"conv"`` or ``"gemm"`` for projecting the channels-first rows ``x`` with ``head``.
+
+    Fixed where nothing needs measuring: float64 takes the GEMMs (no fast float64 convolution on the
+    CPU) and other devices take the convolutions (fewest kernels; a CUDA step is never timed, so
+    capture in a CUDA graph and the absence of host synchronisation hold). Otherwise, on the
+    CPU, measured once per process for each :func:`_path_key` and cached. Either path gives the same
+    numbers up to float rounding, so the choice changes speed only. The measurement runs inline in the
+    first such call (a profiler or dispatch mode active then sees its ops).
+    """
+    if _forced_path is not None:
+        return _forced_path
+    if x.dtype == torch.float64:
+        return "gemm"
+    if x.device.type != "cpu":
+        return "conv"
+    key = _path_key(head, x)
+    path = _path_cache.get(key)
+    if path is None:
+        path = _path_cache[key] = _measure_paths(head, x.dtype)
+    return path
+
+
+def _measure_paths(head: ProjectionHead, dtype: torch.dtype, repeats: int = 2) -> str:
+    """Time forward + backward of both paths on ``_MEASURE_ROWS`` synthetic rows; the faster one.
+
+    Runs on detached views of the head's parameters (nothing the user holds gets a gradient), draws no
+    random numbers, alternates the two paths and keeps each one's fastest run.
+    """
+    c = head.in_channels
+    n = 96
+    r = max(1, _MEASURE_ROWS // n)
+    with torch.inference_mode(False), torch.enable_grad():
+        params = [
+            p.detach().requires_grad_(True)
+            for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)
+        ]
+        x = torch.linspace(-1.0, 1.0, r * c * n, dtype=dtype).view(r, c, n).requires_grad_(True)
+        best = dict.fromkeys(_PATHS, float("inf"))
+        for i in range(repeats + 1):  # the first round warms both up
+            for name in _PATHS if i % 2 == 0 else _PATHS[::-1]:
+                start = time.perf_counter()
+                out = _PATH_FUNCTIONS[name](x, *params)
+                torch.autograd.grad(out, [x, *params], torch.ones_like(out))
+                elapsed = time.perf_counter() - start
+                if i > 0:
+                    best[name] = min(best[name], elapsed)
+    return min(_PATHS, key=lambda name: best[name])
