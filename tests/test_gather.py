@@ -269,4 +269,7 @@ def test_forward_passthrough_adds_in_place_only_into_an_unshared_gradient(consum
     total = (out + skip).square().sum() if consumer == "residual" else conv(out).square().sum()
     with _DenseCopies(tuple(feats.shape)) as counter:
         (total + loss).backward()
-    assert counter.copies == copies
+    if torch.__version__ >= (2, 11):  # older autograd holds the incoming gradient longer: a copy more
+        assert counter.copies == copies
+    else:
+        assert counter.copies <= copies + 1

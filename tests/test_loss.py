@@ -485,9 +485,10 @@ def test_no_host_round_trip_and_no_loop_over_rois(projection_path: str) -> None:
 
 def test_forward_backward_op_count_stays_bounded(projection_path: str) -> None:
     """A bound, not a pin: forward + backward at the paper's setting (R = 64, C = 256, 28 x 28, K = 32)
-    dispatch at most 50 non-view ATen ops with the convolution projection that GPUs use (45 to 47 with
-    torch 2.11 to 2.14; the released algorithm's loop dispatches thousands), at most 56 with the GEMM
-    projection that some CPUs pick (55: a copy into rows each way, and separate GEMMs and bias sums),
+    dispatch at most 56 non-view ATen ops with the convolution projection that GPUs use (47 with torch
+    2.14, 51 with torch 2.4, whose autograd decomposes a few backward formulas further; the released
+    algorithm's loop dispatches thousands), at most 62 with the GEMM projection that some CPUs pick (55
+    with torch 2.14: a copy into rows each way, and separate GEMMs and bias sums),
     and what they write grows linearly with R (the released backward writes a full-size gradient per
     RoI, which grows with R squared)."""
     torch.manual_seed(0)
@@ -503,7 +504,7 @@ def test_forward_backward_op_count_stays_bounded(projection_path: str) -> None:
                 p.grad = None
             with _RecordOps() as recorder:
                 crit(feats, masks).backward()
-        assert len(recorder.ops) <= (50 if projection_path == "conv" else 56), recorder.ops
+        assert len(recorder.ops) <= (56 if projection_path == "conv" else 62), recorder.ops
         assert not (HOST_ROUND_TRIPS - {"_local_scalar_dense"}) & set(recorder.ops)
         written[r] = sum(recorder.written)
     # 4x the RoIs: about 4x the elements written (the projection's weights add a constant), never 16x.
