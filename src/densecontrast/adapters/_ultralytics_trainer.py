@@ -43,8 +43,8 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
     does not compute it, so ``val/dcl_loss`` reads 0). The options are class attributes; set them on a
     subclass, or get one from :meth:`with_options`:
 
-    - ``dcl_weight`` (``DEFAULT_WEIGHT``, 0.3), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07), ``dcl_features``
-      (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
+    - ``dcl_weight`` (``DEFAULT_WEIGHT``, 0.3), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07),
+      ``dcl_features`` (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
       :func:`attach`.
 
     The model built by :meth:`get_model` gets the loss; the EMA copy that Ultralytics validates and saves
