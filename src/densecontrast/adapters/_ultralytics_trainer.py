@@ -44,8 +44,8 @@ class DenseContrastSegmentationTrainer(SegmentationTrainer):
     subclass, or get one from :meth:`with_options`:
 
     - ``dcl_weight`` (``DEFAULT_WEIGHT``, 0.3), ``dcl_k`` (None: 32), ``dcl_tau`` (None: 0.07),
-      ``dcl_features`` (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0), ``dcl_ignore_band`` (None): as in
-      :func:`attach`.
+      ``dcl_features`` (``"proto"``), ``dcl_output_size`` (28), ``dcl_margin`` (0.0),
+      ``dcl_ignore_band`` (None): as in :func:`attach`.
 
     The model built by :meth:`get_model` gets the loss; the EMA copy that Ultralytics validates and saves
     in ``last.pt``/``best.pt`` does not (no hooks, no ``dense_contrast`` submodule), so checkpoints load
