@@ -1,4 +1,4 @@
-"""Draws docs/img/architecture.png, the picture of docs/architecture.md: ``python docs/img/architecture.py``."""
+"""Draws docs/img/architecture.png, the picture of docs/architecture.md (run it from the repository root)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ LAYERS = [  # (y, title, boxes: (label, detail))
         [
             (
                 "adapters/",
-                "_base: one capture lifecycle\n_targets, rois, _checks\ntorchvision, ultralytics, transformers",
+                "_base: one capture lifecycle\n_targets, rois, _checks\n"
+                "torchvision, ultralytics, transformers",
             ),
             ("data/", "synthetic scenes, dataset,\ncoco and yolo exporters"),
             ("analysis/", "inputs, backends, pixel and\ndetection errors, report, metric"),
