@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--no-compare", action="store_true", help="train only the model with the loss (half the time)"
+        "--no-compare", action="store_true", help="train only the model with the loss (half the CPU time)"
     )
     mode.add_argument("--baseline", action="store_true", help="train only the model without the loss")
     # Comparing is the default; --compare stays accepted so that commands written for it keep working.

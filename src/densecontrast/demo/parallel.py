@@ -15,6 +15,8 @@ own DataLoader worker as a single run does.
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -65,13 +67,22 @@ def sequential_reason(
     return None
 
 
-def _child(conn: Any, config: DemoConfig, dcl: bool, out: Path | None, counter: Any) -> None:
+def _child(
+    conn: Any, config: DemoConfig, dcl: bool, out: Path | None, counter: Any, start_method: str | None
+) -> None:
     """One run in a spawned process: sends ``("ok", run_one's dict without the model, saved)`` or
     ``("error", one line, traceback)`` on ``conn``."""
     from .training import _run_one
 
+    # A spawned process inherits "spawn" as its default; its DataLoader worker is started the way a
+    # single run's is (fork on Linux), by the parent's default.
+    multiprocessing.set_start_method(start_method, force=True)
+    parent = os.getppid()
+
     def count(step: int, seconds: float) -> None:
         counter.value = step + 1
+        if os.getppid() != parent:  # the demo was killed before it could stop this run: nobody waits
+            os._exit(1)
 
     torch.set_num_threads(1)
     try:
@@ -125,6 +136,7 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
 
     config = config.resolved()
     context = torch.multiprocessing.get_context("spawn")
+    start_method = multiprocessing.get_start_method(allow_none=True)
     jobs: list[_Job] = []
     bar = tqdm(
         total=2 * config.steps,
@@ -133,6 +145,8 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
         disable=not show_progress,
         dynamic_ncols=True,
         file=sys.stdout,
+        mininterval=0,  # the loop below redraws only when something changed
+        miniters=1,
     )
     start = time.perf_counter()
     try:
@@ -141,7 +155,9 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
             counter = context.Value("q", 0, lock=False)
             # not a daemon: a daemonic process may not start the DataLoader's worker
             process = context.Process(
-                target=_child, args=(send, config, dcl, out, counter), name=f"densecontrast-demo-{NAMES[dcl]}"
+                target=_child,
+                args=(send, config, dcl, out, counter, start_method),
+                name=f"densecontrast-demo-{NAMES[dcl]}",
             )
             process.start()
             send.close()  # the parent's copy: the pipe reads as ended once the child's end is closed
@@ -164,8 +180,10 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
             if state != shown:  # redrawn on change only, so that a log file gets no repeated lines
                 shown = state
                 bar.set_postfix_str(state, refresh=False)
-                bar.update(sum(steps) - bar.n)
-                bar.refresh()
+                if sum(steps) > bar.n:
+                    bar.update(sum(steps) - bar.n)
+                else:
+                    bar.refresh()
     finally:
         bar.close()
         for job in jobs:
