@@ -119,7 +119,7 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
     summary is printed above it.
 
     Args:
-        config: the run's configuration (both runs use it; the device must be the CPU).
+        config: the run's configuration (both runs use it; the demo uses this path on the CPU only).
         out: the output folder, or None to write nothing.
         show_progress: show the progress line and the summaries.
 
