@@ -14,6 +14,7 @@ pytest.importorskip("matplotlib")
 
 from densecontrast.cli import main
 from densecontrast.demo import DemoConfig, add_arguments, build_model, config_from_args, preset
+from densecontrast.demo.config import available_cores
 
 TINY = ["--steps", "2", "--train-images", "4", "--val-images", "2", "--image-size", "64", "--no-progress"]
 
@@ -74,6 +75,8 @@ def test_demo_default_compares_end_to_end(tmp_path, capsys: pytest.CaptureFixtur
     out = tmp_path / "demo"
     assert main(["demo", "--device", "cpu", *TINY, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    if available_cores() >= 2:  # both models trained at once, in two processes
+        assert "(two processes at once, 1 thread each)" in printed.splitlines()[0]
     assert "Did the loss help? +DCL - Baseline" in printed and "standard deviation" in printed
     assert printed.count("\nmodel ") == 2  # the AP table and the compactness table, once each
     assert "\ndifference " in printed and "Table 8" not in printed and " value " not in printed

@@ -8,8 +8,9 @@ prints the difference next to the seed-to-seed noise of the evidence page, and w
 checkpoints and pictures to ``--out``. ``--no-compare`` and ``--baseline`` train one model.
 
 Modules: :mod:`.config` (configuration and presets), :mod:`.model` (the Mask R-CNN),
-:mod:`.training` (data, training loop, one whole run), :mod:`.evaluation` (eval outputs, features),
-:mod:`.pictures` (figures), :mod:`.report` (console text) and :mod:`.cli` (options, the run).
+:mod:`.training` (data, training loop, one whole run), :mod:`.parallel` (both runs at once, in two
+processes), :mod:`.evaluation` (eval outputs, features), :mod:`.pictures` (figures), :mod:`.report`
+(console text) and :mod:`.cli` (options, the run).
 
 Needs the ``demo`` extra (torchvision, pycocotools, matplotlib, tqdm, scikit-learn).
 """

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_OUT, DEFAULT_WEIGHT, DemoConfig, default_threads, is_standard_backbone, preset
+from .config import (
+    DEFAULT_OUT,
+    DEFAULT_WEIGHT,
+    DemoConfig,
+    available_cores,
+    default_threads,
+    is_standard_backbone,
+    preset,
+)
+from .parallel import LABELS, ParallelRunError, sequential_reason, train_both
 from .pictures import _tsne_panels, plot_errors, plot_losses, plot_predictions
 from .training import datasets, run_one
 
@@ -27,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--no-compare", action="store_true", help="train only the model with the loss (half the time)"
+        "--no-compare", action="store_true", help="train only the model with the loss (half the CPU time)"
     )
     mode.add_argument("--baseline", action="store_true", help="train only the model without the loss")
     # Comparing is the default; --compare stays accepted so that commands written for it keep working.
@@ -51,8 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help=f"torch CPU threads (default: half the cores, here {default_threads()}; more threads can be "
-        "faster on an idle machine and many times slower on a busy one, see docs/demo.md)",
+        help="torch CPU threads (default: when both models train, 1 in each of two processes running at "
+        f"once; one model: half the cores, here {default_threads()}; more than 1 trains the models one "
+        "after the other; more threads can be faster on an idle machine and many times slower on a busy "
+        "one, see docs/demo.md)",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the Baseline and +DCL one after the other in this process instead of at the same "
+        "time in two (the default on a CPU with 2 or more cores: about one model's time for both)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -104,18 +121,38 @@ def run(args: argparse.Namespace) -> int:
         (True,): f"+DCL only (λ = {config.weight:g})",
         (False,): "Baseline only",
     }[tuple(variants)]
+    parallel = (
+        sequential_reason(
+            device=config.device,
+            models=len(variants),
+            threads=args.threads,
+            sequential=args.sequential,
+            cores=available_cores(),
+        )
+        is None
+    )
+    how = (
+        "two processes at once, 1 thread each"
+        if parallel
+        else f"{threads} thread{'s' * (threads > 1)}"
+        + (", one model after the other" if len(variants) > 1 else "")
+    )
     print(
-        f"densecontrast demo on {config.device} ({threads} thread{'s' * (threads > 1)}): {models}; "
+        f"densecontrast demo on {config.device} ({how}): {models}; "
         f"Mask R-CNN {config.backbone}-FPN{config.fpn_channels}, mask head {config.mask_channels}, "
         f"{config.steps} steps x {config.batch_size} images of {config.image_size}px, evaluated on "
         f"{config.val_images} held-out images"
     )
     data = datasets(config)
-    runs = []
-    for dcl in variants:
-        info = run_one(config, dcl=dcl, out=out, show_progress=show, datasets_=data)
-        info["label"] = _LABELS[info["name"]]
-        runs.append(info)
+    if parallel:
+        try:
+            runs = train_both(config, out=out, show_progress=show)
+        except ParallelRunError as error:
+            raise SystemExit(f"densecontrast demo: {error}") from None
+    else:
+        runs = [run_one(config, dcl=dcl, out=out, show_progress=show, datasets_=data) for dcl in variants]
+    for info in runs:
+        info["label"] = LABELS[info["name"]]
     reports = {r["label"]: r["report"] for r in runs}
     print()
     print(text.ap_table(reports, images=config.val_images))
@@ -149,6 +186,3 @@ def run(args: argparse.Namespace) -> int:
         "error type; losses.png: loss curves; tsne.png: the mask head's pixel features"
     )
     return 0
-
-
-_LABELS = {"baseline": "Baseline", "dcl": "+DCL"}

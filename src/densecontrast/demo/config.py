@@ -80,11 +80,15 @@ def default_threads() -> int:
     becomes many times slower (on 2 cores with one other busy process, 2 threads were 12x slower than 1;
     docs/demo.md has the measurements).
     """
+    return max(1, available_cores() // 2)
+
+
+def available_cores() -> int:
+    """The number of CPU cores this process may run on (its affinity where the OS tells it)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+        return os.cpu_count() or 1
 
 
 def is_standard_backbone(name: str) -> bool:

@@ -165,6 +165,20 @@ def run_one(
     (loss dicts per step), ``outputs`` (eval outputs on the held-out split), ``compactness`` (a
     ``FeatureCompactness``), ``features`` (the ``roi_features`` triple) and ``metrics`` (JSON-ready).
     """
+    return _run_one(config, dcl=dcl, out=out, show_progress=show_progress, datasets_=datasets_, init=init)
+
+
+def _run_one(
+    config: DemoConfig,
+    *,
+    dcl: bool,
+    out: Path | None,
+    show_progress: bool = True,
+    datasets_: Any = None,
+    init: Callable[[nn.Module], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`run_one`, with :func:`train`'s ``on_step`` (the parallel demo counts steps with it)."""
     from ..adapters.torchvision import attach
     from ..analysis import analyze, results_from_outputs
     from ..analysis.compactness import feature_compactness
@@ -179,7 +193,7 @@ def run_one(
     handle = attach(model, weight=config.weight) if dcl else None
     start = time.perf_counter()
     cpu_start = time.process_time()
-    history = train(model, train_set, config, desc=name, show_progress=show_progress)
+    history = train(model, train_set, config, desc=name, show_progress=show_progress, on_step=on_step)
     train_seconds = time.perf_counter() - start
     if handle is not None:
         handle.remove()  # the checkpoint is a plain torchvision state_dict; DCL adds nothing at inference
