@@ -370,12 +370,12 @@ def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tupl
     """The generated part of the page and a summary (per regime: per variant the paired AP interval)."""
     scratch = load(results / profile)
     fine = load(results / "finetune" / profile)
-    parts = ["## Fine-tuning regime (pretrained backbone, the paper's regime)", "",
+    parts = ["### Fine-tuning regime (pretrained backbone, the paper's regime)", "",
              render_regime("finetune", fine, seeds, "evidence_lambda.png")]  # fmt: skip
     runs_t, choices = finetune_tuning(results / "finetune" / profile / "tuning")
     parts.append(tuning_table(runs_t, "Tuning split of the fine-tuning regime (chose the recipe and λ; never "
                               "used for the evaluation above)", choices))  # fmt: skip
-    parts += ["## From-scratch regime", "", render_regime("scratch", scratch, seeds, "evidence_lambda.png")]
+    parts += ["### From-scratch regime", "", render_regime("scratch", scratch, seeds, "evidence_lambda.png")]
     parts.append(tuning_table(load(results / profile / "tuning"), "Tuning split of the from-scratch regime "
                               "(chose the demo's λ)", []))  # fmt: skip
     regimes = {"scratch": scratch, "finetune": fine}
