@@ -229,11 +229,22 @@ def finetune_init(checkpoint: Path, freeze_at: int) -> Callable[[nn.Module], Non
     return init
 
 
-def run_extra(spec: Pretraining) -> dict[str, Any]:
+def checkpoint_digest(path: Path) -> str:
+    """The first 16 hex digits of the checkpoint file's SHA-256.
+
+    A checkpoint regenerated on another processor can differ in its last bits (floating-point reductions
+    differ between instruction sets), so runs record the digest of the file they started from, and the
+    paired differences of the evidence page pair only runs that started from the same one.
+    """
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def run_extra(spec: Pretraining, checkpoint: Path | None = None) -> dict[str, Any]:
     """What a fine-tuning run's configuration records about its starting point."""
     fields = asdict(spec)
     fields.pop("model")
-    return {"pretraining": {"key": spec.key(), **fields}, "freeze_at": FREEZE_AT}
+    digest = {"checkpoint_sha256": checkpoint_digest(checkpoint)} if checkpoint is not None else {}
+    return {"pretraining": {"key": spec.key(), **fields, **digest}, "freeze_at": FREEZE_AT}
 
 
 def finetune_config(config: DemoConfig, lr: float, *, quick: bool = False) -> DemoConfig:
@@ -493,7 +504,7 @@ def study_jobs(
     spec = pretraining_for(base, quick=quick)
     study = Study(fine)
     checkpoint = pretrained_checkpoint(spec, cache, log=lambda m: study.say(m, fine))
-    extra = run_extra(spec)
+    extra = run_extra(spec, checkpoint if checkpoint.exists() else None)
 
     def finetune_job(folder: Path, config: DemoConfig, seed: int, variant: str, *, on_tuning: bool) -> Job:
         target = run_path(folder, seed, variant, config.weight)
@@ -609,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             ) -> dict[str, Any]:
                 return run_record(config, seed, variant, regime="finetune", tuning=args.tuning,
                                   init=finetune_init(checkpoint, FREEZE_AT),
-                                  extra=run_extra(spec))  # fmt: skip
+                                  extra=run_extra(spec, checkpoint))  # fmt: skip
 
             study.run(Job(target, f"finetune seed {seed} {variant}", compute))
     return 0

@@ -158,9 +158,21 @@ def digits_of(key: str) -> int:
     return 3 if key in {k for k, *_ in COMPACT} else 1
 
 
+def start_of(record: dict) -> str | None:
+    """The digest of the pretrained checkpoint a fine-tuning run started from (None from scratch)."""
+    return record["config"].get("pretraining", {}).get("checkpoint_sha256")
+
+
 def paired(runs: dict[tuple[int, str], dict], variant: str) -> tuple[list[int], dict[str, list[float]]]:
-    """Seeds where both the Baseline and ``variant`` finished, and the per-seed differences per figure."""
-    seeds = sorted(s for s, v in runs if v == variant and (s, "baseline") in runs)
+    """Seeds where both the Baseline and ``variant`` finished from the same start, and the per-seed
+    differences per figure (runs from different pretrained checkpoints are not paired)."""
+    seeds = sorted(
+        s
+        for s, v in runs
+        if v == variant
+        and (s, "baseline") in runs
+        and start_of(runs[(s, v)]) == start_of(runs[(s, "baseline")])
+    )
     diffs = {
         k: [value(runs[(s, variant)], k) - value(runs[(s, "baseline")], k) for s in seeds]
         for k, *_ in (*METRICS, *COMPACT)

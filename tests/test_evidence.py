@@ -237,3 +237,29 @@ def test_plot_has_one_series_per_regime(tmp_path, fake_runs):
     assert [ax.get_title() for ax in axes][:2] == ["mask AP", "box AP"]
     labels = axes[0].get_legend_handles_labels()[1]
     assert sorted(labels) == ["finetune", "scratch"]
+
+
+def test_runs_from_different_checkpoints_are_not_paired(tmp_path, fake_runs):
+    results = tmp_path / "results"
+    evidence.main(
+        ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    )
+    fine = results / "finetune" / "quick"
+    for path, digest in ((fine / "seed0_baseline.json", "aaaa"), (fine / "seed0_dcl.json", "bbbb")):
+        record = json.loads(path.read_text())
+        record["config"].setdefault("pretraining", {})["checkpoint_sha256"] = digest
+        path.write_text(json.dumps(record))
+    runs = render_evidence.load(fine)
+    seeds, _ = render_evidence.paired(runs, "dcl")
+    assert seeds == [1]  # seed 0's Baseline and +DCL λ=1.2 started from different checkpoints
+    assert render_evidence.paired(runs, "dcl@0.3")[0] == [1]  # seed 0's Baseline has a digest, λ=0.3's not
+
+
+def test_checkpoint_digest_names_the_file_content(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    assert evidence.checkpoint_digest(a) != evidence.checkpoint_digest(b)
+    assert len(evidence.checkpoint_digest(a)) == 16
+    extra = evidence.run_extra(evidence.pretraining_for(QUICK, quick=True), a)
+    assert extra["pretraining"]["checkpoint_sha256"] == evidence.checkpoint_digest(a)
