@@ -72,7 +72,7 @@ def _child(
 ) -> None:
     """One run in a spawned process: sends ``("ok", run_one's dict without the model, saved)`` or
     ``("error", one line, traceback)`` on ``conn``."""
-    from .training import _run_one
+    from .training import run_one
 
     # A spawned process inherits "spawn" as its default; its DataLoader worker is started the way a
     # single run's is (fork on Linux), by the parent's default.
@@ -86,7 +86,7 @@ def _child(
 
     torch.set_num_threads(1)
     try:
-        info = _run_one(config, dcl=dcl, out=out, show_progress=False, on_step=count)
+        info = run_one(config, dcl=dcl, out=out, show_progress=False, on_step=count)
         info.pop("model")
         # torch.save rather than the pipe's own pickling: torch.multiprocessing would pass the tensors
         # through shared memory, which needs this process alive until the parent has read them.

@@ -155,30 +155,18 @@ def run_one(
     show_progress: bool = True,
     datasets_: Any = None,
     init: Callable[[nn.Module], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train one model (with or without DCL), evaluate it, and write its files under ``out``.
 
     ``init``, when given, is called on the freshly built model before the loss is attached and training
     starts (the evidence study's fine-tuning regime loads pretrained weights and freezes stages there).
+    ``on_step`` is :func:`train`'s (the parallel demo counts steps with it).
 
     Returns a dict with ``name``, ``model``, ``report`` (a ``SegmentationErrorReport``), ``history``
     (loss dicts per step), ``outputs`` (eval outputs on the held-out split), ``compactness`` (a
     ``FeatureCompactness``), ``features`` (the ``roi_features`` triple) and ``metrics`` (JSON-ready).
     """
-    return _run_one(config, dcl=dcl, out=out, show_progress=show_progress, datasets_=datasets_, init=init)
-
-
-def _run_one(
-    config: DemoConfig,
-    *,
-    dcl: bool,
-    out: Path | None,
-    show_progress: bool = True,
-    datasets_: Any = None,
-    init: Callable[[nn.Module], None] | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """:func:`run_one`, with :func:`train`'s ``on_step`` (the parallel demo counts steps with it)."""
     from ..adapters.torchvision import attach
     from ..analysis import analyze, results_from_outputs
     from ..analysis.compactness import feature_compactness
