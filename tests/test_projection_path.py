@@ -69,7 +69,26 @@ def empty_cache(monkeypatch: pytest.MonkeyPatch) -> dict:
     cache: dict = {}
     monkeypatch.setattr(projection, "_path_cache", cache)
     monkeypatch.setattr(projection, "_forced_path", None)
+    monkeypatch.setattr(projection, "_CPU_CHOICE", "measure")
     return cache
+
+
+def test_the_default_cpu_choice_is_fixed_by_the_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default never measures, so two processes on one machine take the same path."""
+
+    def refuse(head: ProjectionHead, dtype: torch.dtype) -> str:
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(projection, "_measure_paths", refuse)
+    monkeypatch.setattr(projection, "_forced_path", None)
+    monkeypatch.setattr(projection, "_CPU_CHOICE", "isa")
+    head, rows = _head_and_rows(torch.float32)
+    for isa, path in (("AVX512", "gemm"), ("AVX512_BF16", "gemm"), ("AVX2", "conv"), ("DEFAULT", "conv")):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda isa=isa: isa)
+        assert projection._projection_path(head, rows) == path, isa
+    for pinned in ("conv", "gemm"):
+        monkeypatch.setattr(projection, "_CPU_CHOICE", pinned)
+        assert projection._projection_path(head, rows) == pinned
 
 
 def test_the_choice_is_measured_once_per_key(empty_cache: dict, monkeypatch: pytest.MonkeyPatch) -> None:

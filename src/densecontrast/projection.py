@@ -10,12 +10,17 @@ The loss projects its gathered rows, channels-first (R, C, N), in one of two way
 numbers up to float rounding: two 1x1 convolutions (oneDNN on the CPU) or two GEMMs on a row-major copy
 (MKL on the CPU). Which is faster depends on the processor, its load and the thread count (on an Intel
 Xeon the convolutions spend nearly as long reordering to oneDNN's blocked layout as multiplying; on an
-AMD EPYC they were measured the faster of the two). On the CPU the choice is therefore measured once per
-process and kept for each (dtype, channel sizes, thread count, autocast state); elsewhere it is fixed.
+AMD EPYC they were measured the faster of the two). On the CPU the choice follows the vector instruction
+set ATen runs: the GEMMs where it is AVX-512 (measured faster by 4 to 10% on the Intel Xeon), the
+convolutions otherwise (measured faster on the AVX2 AMD EPYC); the rule is fixed per machine, so a run
+repeats bit for bit. ``DENSECONTRAST_PROJECTION=measure`` instead times both once per process and keeps
+the faster for each (dtype, channel sizes, thread count, autocast state), at the price of results that
+can differ in the last bits between processes; ``=conv`` or ``=gemm`` pins one.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -172,6 +177,14 @@ _PATHS = tuple(_PATH_FUNCTIONS)
 _MEASURE_ROWS = 4096  # rows of the one-time measurement: R = 42 RoIs at K = 32, 4 MB at C = 256
 _path_cache: dict[tuple[object, ...], str] = {}
 _forced_path: str | None = None
+_CPU_CHOICE = os.environ.get("DENSECONTRAST_PROJECTION", "isa")
+"""How the CPU path is chosen: ``"isa"`` (default, by the vector instruction set), ``"measure"``,
+``"conv"`` or ``"gemm"`` (from the environment variable ``DENSECONTRAST_PROJECTION``)."""
+
+
+def _isa_path() -> str:
+    """The GEMMs where ATen runs AVX-512 kernels, the 1x1 convolutions otherwise."""
+    return "gemm" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "conv"
 
 
 def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
@@ -194,10 +207,11 @@ def _projection_path(head: ProjectionHead, x: Tensor) -> str:
 
     Fixed where nothing needs measuring: float64 takes the GEMMs (no fast float64 convolution on the
     CPU) and other devices take the convolutions (fewest kernels; a CUDA step is never timed, so
-    capture in a CUDA graph and the absence of host synchronisation hold). Otherwise, on the
-    CPU, measured once per process for each :func:`_path_key` and cached. Either path gives the same
-    numbers up to float rounding, so the choice changes speed only. The measurement runs inline in the
-    first such call (a profiler or dispatch mode active then sees its ops).
+    capture in a CUDA graph and the absence of host synchronisation hold). On the CPU, by default
+    :func:`_isa_path`; with ``DENSECONTRAST_PROJECTION=measure``, measured once per process for each
+    :func:`_path_key` and cached (the measurement runs inline in the first such call, so a profiler or
+    dispatch mode active then sees its ops). Either path gives the same numbers up to float rounding,
+    so the choice changes speed only.
     """
     if _forced_path is not None:
         return _forced_path
@@ -205,6 +219,10 @@ def _projection_path(head: ProjectionHead, x: Tensor) -> str:
         return "gemm"
     if x.device.type != "cpu":
         return "conv"
+    if _CPU_CHOICE in _PATH_FUNCTIONS:
+        return _CPU_CHOICE
+    if _CPU_CHOICE != "measure":
+        return _isa_path()
     key = _path_key(head, x)
     path = _path_cache.get(key)
     if path is None:
