@@ -7,6 +7,8 @@ asserted: which path is faster is the machine's business.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -73,8 +75,11 @@ def empty_cache(monkeypatch: pytest.MonkeyPatch) -> dict:
     return cache
 
 
-def test_the_default_cpu_choice_is_fixed_by_the_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default never measures, so two processes on one machine take the same path."""
+def test_the_default_cpu_choice_follows_vendor_and_instruction_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default never measures, so two processes on one machine take the same path: the GEMMs on an
+    Intel processor with AVX-512 kernels, the convolutions on every other processor."""
 
     def refuse(head: ProjectionHead, dtype: torch.dtype) -> str:
         raise AssertionError("measured")
@@ -83,9 +88,19 @@ def test_the_default_cpu_choice_is_fixed_by_the_instruction_set(monkeypatch: pyt
     monkeypatch.setattr(projection, "_forced_path", None)
     monkeypatch.setattr(projection, "_CPU_CHOICE", "isa")
     head, rows = _head_and_rows(torch.float32)
-    for isa, path in (("AVX512", "gemm"), ("AVX512_BF16", "gemm"), ("AVX2", "conv"), ("DEFAULT", "conv")):
+    cases = [
+        ("GenuineIntel", "AVX512", "gemm"),
+        ("GenuineIntel", "AVX512_BF16", "gemm"),
+        ("GenuineIntel", "AVX2", "conv"),
+        ("AuthenticAMD", "AVX512", "conv"),
+        ("AuthenticAMD", "AVX2", "conv"),
+        ("", "AVX512", "conv"),
+        ("GenuineIntel", "DEFAULT", "conv"),
+    ]
+    for vendor, isa, path in cases:
+        monkeypatch.setattr(projection, "_cpu_vendor", lambda vendor=vendor: vendor)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda isa=isa: isa)
-        assert projection._projection_path(head, rows) == path, isa
+        assert projection._projection_path(head, rows) == path, (vendor, isa)
     for pinned in ("conv", "gemm"):
         monkeypatch.setattr(projection, "_CPU_CHOICE", pinned)
         assert projection._projection_path(head, rows) == pinned
@@ -166,3 +181,32 @@ def test_a_head_called_as_a_module_never_asks_for_a_path(
     DenseContrastiveLoss(k=4, projector=head)(feats, masks)
     DenseContrastiveLoss(k=4, projector=nn.Sequential(ProjectionHead(6)))(feats, masks)
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "processor", "vendor"),
+    [
+        ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n", "", "AuthenticAMD"),
+        ("processor\t: 0\nvendor_id\t: GenuineIntel\n", "", "GenuineIntel"),
+        (None, "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel", "GenuineIntel"),
+        (None, "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD", "AuthenticAMD"),
+        (None, "arm", ""),
+        ("processor\t: 0\nBogoMIPS\t: 50.00\n", "arm", ""),
+    ],
+)
+def test_cpu_vendor_from_cpuinfo_or_the_platform(
+    monkeypatch: pytest.MonkeyPatch, cpuinfo: str | None, processor: str, vendor: str
+) -> None:
+    def fake_open(path: str, *args: object, **kwargs: object) -> io.StringIO:
+        assert path == "/proc/cpuinfo"
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(projection, "open", fake_open, raising=False)
+    monkeypatch.setattr(projection.platform, "processor", lambda: processor)
+    projection._cpu_vendor.cache_clear()
+    try:
+        assert projection._cpu_vendor() == vendor
+    finally:
+        projection._cpu_vendor.cache_clear()

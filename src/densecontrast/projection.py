@@ -8,19 +8,21 @@ gives the same loss for a fraction of the work.
 
 The loss projects its gathered rows, channels-first (R, C, N), in one of two ways that give the same
 numbers up to float rounding: two 1x1 convolutions (oneDNN on the CPU) or two GEMMs on a row-major copy
-(MKL on the CPU). Which is faster depends on the processor, its load and the thread count (on an Intel
-Xeon the convolutions spend nearly as long reordering to oneDNN's blocked layout as multiplying; on an
-AMD EPYC they were measured the faster of the two). On the CPU the choice follows the vector instruction
-set ATen runs: the GEMMs where it is AVX-512 (measured faster by 4 to 10% on the Intel Xeon), the
-convolutions otherwise (measured faster on the AVX2 AMD EPYC); the rule is fixed per machine, so a run
-repeats bit for bit. ``DENSECONTRAST_PROJECTION=measure`` instead times both once per process and keeps
-the faster for each (dtype, channel sizes, thread count, autocast state), at the price of results that
-can differ in the last bits between processes; ``=conv`` or ``=gemm`` pins one.
+(MKL on the CPU). Which is faster depends on the processor. Measured on three (docs/performance.md): on
+an Intel Xeon with AVX-512 the GEMMs were faster by 4 to 10%; on an AMD EPYC with AVX2 and on an AMD EPYC
+with AVX-512 (Zen 5) the convolutions were, on the latter by about 1.4x for a whole forward + backward.
+So on the CPU the GEMMs run where the processor is an Intel one with AVX-512 kernels in ATen, and the
+convolutions everywhere else; the rule is fixed per machine, so a run repeats bit for bit.
+``DENSECONTRAST_PROJECTION=measure`` instead times both once per process and keeps the faster for each
+(dtype, channel sizes, thread count, autocast state), at the price of results that can differ in the last
+bits between processes; ``=conv`` or ``=gemm`` pins one.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import time
 
 import torch
@@ -178,13 +180,36 @@ _MEASURE_ROWS = 4096  # rows of the one-time measurement: R = 42 RoIs at K = 32,
 _path_cache: dict[tuple[object, ...], str] = {}
 _forced_path: str | None = None
 _CPU_CHOICE = os.environ.get("DENSECONTRAST_PROJECTION", "isa")
-"""How the CPU path is chosen: ``"isa"`` (default, by the vector instruction set), ``"measure"``,
+"""How the CPU path is chosen: ``"isa"`` (default, by vendor and vector instruction set), ``"measure"``,
 ``"conv"`` or ``"gemm"`` (from the environment variable ``DENSECONTRAST_PROJECTION``)."""
 
 
+@functools.cache
+def _cpu_vendor() -> str:
+    """The processor's vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``, ...), ``""`` if unknown.
+
+    Read from ``/proc/cpuinfo`` on Linux; elsewhere from :func:`platform.processor`, which names the
+    vendor on Windows and on Intel Macs.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    name = platform.processor()
+    if "GenuineIntel" in name or "Intel" in name:
+        return "GenuineIntel"
+    if "AMD" in name:
+        return "AuthenticAMD"
+    return ""
+
+
 def _isa_path() -> str:
-    """The GEMMs where ATen runs AVX-512 kernels, the 1x1 convolutions otherwise."""
-    return "gemm" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "conv"
+    """The GEMMs on an Intel processor where ATen runs AVX-512 kernels, the 1x1 convolutions elsewhere."""
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return "gemm" if avx512 and _cpu_vendor() == "GenuineIntel" else "conv"
 
 
 def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
