@@ -119,6 +119,7 @@ def test_comparison_plot_groups_bars_per_report(reports) -> None:
     from matplotlib.text import Text
 
     assert "two models" in [t.get_text() for t in fig.findobj(Text)]
+    assert det_ax.get_ylabel() == "AP gained if fixed (AP points)"  # measured points, not a percentage
 
 
 def test_category_plot_has_a_panel_per_type_and_a_bar_per_category(reports) -> None:
@@ -129,5 +130,6 @@ def test_category_plot_has_a_panel_per_type_and_a_bar_per_category(reports) -> N
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == order[::-1]  # costliest on top
     fn_ax = fig.axes[-1]
     assert fn_ax.get_title() == "ΔFN" and len(fn_ax.patches) == 3
+    assert fig.get_supxlabel() == "AP gained if fixed (AP points)"
     widths = [p.get_width() for p in fn_ax.patches]
     assert widths == sorted(widths) and not any(math.isnan(w) for w in widths)

@@ -160,3 +160,56 @@ def test_a_failing_run_exits_with_one_line_and_status_1(tmp_path: Path) -> None:
     assert "Traceback" not in done.stdout + done.stderr
     failed = list(out.glob("*_error.txt"))
     assert len(failed) == 1 and "Traceback" in failed[0].read_text() and str(failed[0]) in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, SIGINT and /proc")
+def test_ctrl_c_stops_both_runs_with_one_line_and_status_130(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the demo's parent and both
+    training processes. The command ends with one line (no traceback), the shell's status for SIGINT,
+    and no process of its group left behind."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    tiny = ["--steps", "400", "--train-images", "8", "--val-images", "1", "--image-size", "64"]
+    command = [sys.executable, "-m", "densecontrast", "demo", "--device", "cpu", "--no-progress", *tiny]
+    process = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored, as in a shell
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # both training processes running: the parent's children
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        if not children.exists() or len(children.read_text().split()) >= 2:
+            break
+        time.sleep(0.2)
+    time.sleep(3.0)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr
+    assert stderr.strip().splitlines()[-1] == "densecontrast demo: interrupted"
+    deadline = time.monotonic() + 10  # nothing of the session is left running (zombies wait for init)
+    while _live_processes_of_session(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _live_processes_of_session(process.pid)
+
+
+def _live_processes_of_session(session: int) -> list[int]:
+    """The processes of a session that are not zombies, from /proc (Linux)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while listed
+            continue
+        state, sid = fields[0], int(fields[3])
+        if sid == session and state != "Z":
+            live.append(int(stat.parent.name))
+    return live

@@ -88,7 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sub_parser = argparse.ArgumentParser(prog=f"densecontrast {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
-    return int(module.run(sub_parser.parse_args(argv[1:])) or 0)
+    args = sub_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C: the subcommand has stopped its own processes on the way out (the demo's runs, the
+        # analysis' workers); one line instead of a traceback, and the shell's status for SIGINT.
+        print(f"\ndensecontrast {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -302,7 +302,7 @@ class SegmentationErrorReport:
             ax.axvline(0, color="black", linewidth=0.6)
             ax.tick_params(labelsize=7)
         axes[0].set_yticks(range(len(items)), names)
-        fig.supxlabel("AP gained if fixed (%)", fontsize=9)
+        fig.supxlabel("AP gained if fixed (AP points)", fontsize=9)
         _save(fig, path)
         return fig
 
@@ -436,7 +436,7 @@ def plot_comparison(
         ax.set_title("detection errors" if attr == "detection" else "pixel errors", fontsize=9)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.margins(y=0.15)
-    axes[0].set_ylabel("AP gained if fixed (%)")
+    axes[0].set_ylabel("AP gained if fixed (AP points)")
     if any(reports):
         axes[-1].legend(fontsize=8)
     if title:

@@ -14,12 +14,16 @@ own DataLoader worker as a single run does.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,8 @@ def _child(
     # A spawned process inherits "spawn" as its default; its DataLoader worker is started the way a
     # single run's is (fork on Linux), by the parent's default.
     multiprocessing.set_start_method(start_method, force=True)
+    if hasattr(os, "setpgid"):  # a group of its own, its DataLoader worker included: see _stop
+        os.setpgid(0, 0)
     parent = os.getppid()
 
     def count(step: int, seconds: float) -> None:
@@ -93,13 +99,48 @@ def _child(
         buffer = io.BytesIO()
         torch.save(info, buffer)
         conn.send(("ok", buffer.getvalue()))
-    except KeyboardInterrupt:  # Ctrl-C reaches the parent too, which stops both runs
-        pass
     except BaseException as error:  # every failure, SystemExit included, reaches the parent as one line
         line = " ".join(f"{type(error).__name__}: {error}".split())
         conn.send(("error", line, traceback.format_exc()))
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a run's process starts, so that it ignores it for its whole life.
+
+    Ctrl-C in a terminal signals every process of the foreground group; a run interrupted at a random
+    point (even while it imports) would print a traceback. The parent alone takes the interrupt and
+    stops both runs (``train_both``'s ``finally``). Only the main thread may change signal handlers;
+    elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(process: Any) -> None:
+    """End a run's process and whatever it started (its DataLoader worker), and wait for it.
+
+    Each run makes its own process group (``_child``), so one signal to the group reaches the worker
+    too, which would otherwise outlive its run by a few seconds; where there are no process groups,
+    or the run has not made its group yet, the run alone is terminated."""
+    if process.is_alive():
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except (AttributeError, ProcessLookupError, PermissionError):
+            process.terminate()
+    process.join()
+    try:  # a worker that outlived a run that had ended by itself
+        os.killpg(process.pid, signal.SIGTERM)
+    except (AttributeError, ProcessLookupError, PermissionError):
+        pass
 
 
 @dataclass
@@ -159,7 +200,8 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
                 args=(send, config, dcl, out, counter, start_method),
                 name=f"densecontrast-demo-{NAMES[dcl]}",
             )
-            process.start()
+            with _sigint_ignored():
+                process.start()
             send.close()  # the parent's copy: the pipe reads as ended once the child's end is closed
             jobs.append(_Job(NAMES[dcl], process, receive, counter))
         shown = ""
@@ -187,9 +229,7 @@ def train_both(config: DemoConfig, *, out: Path | None, show_progress: bool = Tr
     finally:
         bar.close()
         for job in jobs:
-            if job.process.is_alive():
-                job.process.terminate()
-            job.process.join()
+            _stop(job.process)
             job.conn.close()
     return [job.result for job in jobs if job.result is not None]
 
