@@ -1,4 +1,5 @@
-"""Helpers that several test modules share: releasing references, threads, examples, DataLoaders."""
+"""Helpers that several test modules share: a recording criterion, released references, threads,
+examples, DataLoaders."""
 
 from __future__ import annotations
 
@@ -14,8 +15,22 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor, nn
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+class RecordingCriterion(nn.Module):
+    """A stand-in for the loss given to ``attach(model, criterion=...)``: keeps the ``(feats, masks)`` of
+    every call in ``seen`` (features detached) and returns ``feats.float().pow(2).mean()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
+        self.seen.append((feats.detach(), masks))
+        return feats.float().pow(2).mean()
 
 
 def is_released(ref: weakref.ref[Any]) -> bool:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 tv_detection = pytest.importorskip("torchvision.models.detection")
 
-from _helpers import is_released, run_in_threads  # noqa: E402
+from _helpers import RecordingCriterion, is_released, run_in_threads  # noqa: E402
 from _models import TINY_CHANNELS, tiny_maskrcnn  # noqa: E402
 
 from densecontrast import DenseContrastiveLoss  # noqa: E402
@@ -372,20 +372,8 @@ def test_autocast_bf16_cpu(fresh: nn.Module) -> None:
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-class _Recorder(nn.Module):
-    """A custom criterion: records what it is given and returns a simple scalar of the features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[Tensor, Tensor]] = []
-
-    def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
-        self.seen.append((feats.detach(), masks))
-        return feats.float().pow(2).mean()
-
-
 def test_custom_criterion_gets_feats_and_thresholded_masks(fresh: nn.Module) -> None:
-    recorder = _Recorder()
+    recorder = RecordingCriterion()
     handle = attach(fresh, recorder, weight=0.5, ignore_band=0.2)
     assert fresh.dense_contrast is recorder
     images, targets = _batch(11)
