@@ -190,6 +190,16 @@ def test_copies_carry_their_own_handle_and_no_step_state() -> None:
     assert find_handle(restored) is not None and find_handle(restored).pending_steps == 0
 
 
+def test_find_handle_of_a_framework_ignores_the_handles_of_others() -> None:
+    model, handle = _attached()
+
+    class _Other(Framework):
+        pass
+
+    assert find_handle(model, _ToyFramework) is handle and find_handle(model, Framework) is handle
+    assert find_handle(model, _Other) is None and find_handle(nn.Linear(1, 1), _ToyFramework) is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
 def test_the_default_criterion_follows_the_features_module(dtype: torch.dtype) -> None:
     layer = nn.Conv2d(4, 4, 1).to(dtype)
