@@ -14,6 +14,9 @@
   defines every ``--option`` the line uses, and each ``nox -s NAME`` must name a session of noxfile.py.
   Other lines (``pip``, ``git``, ``mkdocs``...) are left alone.
 - A block preceded by ``<!-- skip: next "reason" -->`` is not run; the reason is part of the page.
+- A block preceded by ``<!-- slow: "reason" -->`` (a full-size model, a training step) is marked
+  ``slow``, like the end-to-end tests: it runs by default and in CI, and ``-m "not slow"`` leaves it out.
+  Only that block is marked, so later blocks of the page must not use the names it defines.
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ def _setup(namespace: dict[str, Any]) -> None:
     namespace["tmp"] = Path(folder)
     namespace["_cwd"] = os.getcwd()
     os.chdir(folder)
+
+
+_SLOW = re.compile(r"<!--\s*slow\b[^>]*-->\s*\Z")
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """Mark ``slow`` the doc blocks that a ``<!-- slow: "reason" -->`` comment precedes."""
+    import pytest
+
+    for item in items:
+        example = getattr(item, "example", None)  # a Sybil block
+        if example is not None and _SLOW.search(example.document.text[: example.start]):
+            item.add_marker(pytest.mark.slow)
 
 
 def _teardown(namespace: dict[str, Any]) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import pickle
-import sys
-import threading
 import time
 import warnings
 from typing import Any
 
 import pytest
 import torch
+from _helpers import run_in_threads
 from torch import Tensor, nn
 
 from densecontrast import DenseContrastiveLoss
@@ -158,35 +157,16 @@ def test_an_exception_drops_the_step() -> None:
     assert model(torch.ones(1, 2, 4, 4))[1] > 0
 
 
-@pytest.fixture
-def fast_switching() -> Any:
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(interval)
-
-
-def test_threads_stepping_one_model_each_get_their_own_captures(fast_switching: None) -> None:
+def test_threads_stepping_one_model_each_get_their_own_captures() -> None:
     model, handle = _attached(weight=1.0)
     results: dict[int, list[float]] = {0: [], 1: [], 2: []}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(3)
 
     def run(index: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(15):
-                _, term = model(torch.full((1, 2, 3, 3), float(index + 1)))
-                results[index].append(float(term.detach()))
-        except BaseException as err:
-            errors.append(err)
+        for _ in range(15):
+            _, term = model(torch.full((1, 2, 3, 3), float(index + 1)))
+            results[index].append(float(term.detach()))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(run, range(3))
     for index, terms in results.items():
         assert terms == [float(index + 1)] * 15, (index, terms)  # each call saw its own features
     assert handle.pending_steps == 0
@@ -208,6 +188,16 @@ def test_copies_carry_their_own_handle_and_no_step_state() -> None:
     assert clone(torch.ones(1, 2, 2, 2))[1] > 0 and theirs.last_loss is not None
     restored = pickle.loads(pickle.dumps(model))
     assert find_handle(restored) is not None and find_handle(restored).pending_steps == 0
+
+
+def test_find_handle_of_a_framework_ignores_the_handles_of_others() -> None:
+    model, handle = _attached()
+
+    class _Other(Framework):
+        pass
+
+    assert find_handle(model, _ToyFramework) is handle and find_handle(model, Framework) is handle
+    assert find_handle(model, _Other) is None and find_handle(nn.Linear(1, 1), _ToyFramework) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])

@@ -9,7 +9,6 @@ torchvision's own mask loss bit for bit.
 from __future__ import annotations
 
 import copy
-import gc
 import weakref
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 tv_detection = pytest.importorskip("torchvision.models.detection")
 
+from _helpers import RecordingCriterion, is_released, run_in_threads  # noqa: E402
 from _models import TINY_CHANNELS, tiny_maskrcnn  # noqa: E402
 
 from densecontrast import DenseContrastiveLoss  # noqa: E402
@@ -372,20 +372,8 @@ def test_autocast_bf16_cpu(fresh: nn.Module) -> None:
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-class _Recorder(nn.Module):
-    """A custom criterion: records what it is given and returns a simple scalar of the features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[Tensor, Tensor]] = []
-
-    def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
-        self.seen.append((feats.detach(), masks))
-        return feats.float().pow(2).mean()
-
-
 def test_custom_criterion_gets_feats_and_thresholded_masks(fresh: nn.Module) -> None:
-    recorder = _Recorder()
+    recorder = RecordingCriterion()
     handle = attach(fresh, recorder, weight=0.5, ignore_band=0.2)
     assert fresh.dense_contrast is recorder
     images, targets = _batch(11)
@@ -476,9 +464,8 @@ def test_an_exception_after_the_predictor_releases_the_step_graph(fresh: nn.Modu
         fresh(images, targets)
     del raised  # its traceback holds the step's frames
     boom.remove()
-    gc.collect()
     assert len(losses_seen) == 1, "the fast path did not run: the test would prove nothing"
-    assert losses_seen[0]() is None, "the interrupted step's loss (and its graph) is still referenced"
+    assert is_released(losses_seen[0]), "the interrupted step's loss (and its graph) is still referenced"
     assert handle.pending_steps == 0
     # The next step runs normally.
     del crit.forward_passthrough
@@ -580,36 +567,17 @@ def test_in_place_gradient_path_equals_the_generic_path(base: nn.Module) -> None
 def test_one_model_stepped_from_two_threads_gives_every_step_its_loss(fresh: nn.Module) -> None:
     """A threaded loop (or nn.DataParallel's replicas) calls one attached model concurrently: each call
     keeps its own captures, so no step loses loss_dcl or sees another step's RoIs."""
-    import sys
-    import threading
-
     handle = attach(fresh)
-    errors: list[BaseException] = []
     missing: list[int] = []
-    barrier = threading.Barrier(2)
 
     def run(seed: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(4):
-                images, targets = _batch(seed + i) if seed == 0 else _empty_batch()
-                losses = fresh(images, targets)
-                if LOSS_KEY not in losses or not torch.isfinite(losses[LOSS_KEY]):
-                    missing.append(seed + i)
-        except BaseException as err:
-            errors.append(err)
+        for i in range(4):
+            images, targets = _batch(seed + i) if seed == 0 else _empty_batch()
+            losses = fresh(images, targets)
+            if LOSS_KEY not in losses or not torch.isfinite(losses[LOSS_KEY]):
+                missing.append(seed + i)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=run, args=(s,)) for s in (0, 100)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
-    assert not errors, errors
+    run_in_threads(run, (0, 100))
     assert not missing and handle.pending_steps == 0
 
 

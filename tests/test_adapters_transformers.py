@@ -7,7 +7,6 @@ per stage) and 32-channel heads on 32 x 48 images: no download, a fraction of a 
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import weakref
 from typing import Any
@@ -21,6 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("scipy")  # Hungarian matching in the models' own losses
 pytest.importorskip("torchvision")
+
+from _helpers import RecordingCriterion, is_released  # noqa: E402
 
 from densecontrast import DenseContrastiveLoss  # noqa: E402
 from densecontrast.adapters.rois import gt_box_rois  # noqa: E402
@@ -141,25 +142,20 @@ def test_rois_and_masks_are_built_from_the_labels(m2f: nn.Module) -> None:
     """The criterion receives gt_box_rois of the mask projection's output and the labels."""
     m2f.train()
     batch = _batch()
-    received: dict[str, Tensor] = {}
-
-    class Recorder(nn.Module):
-        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
-            received.update(feats=feats, masks=masks)
-            return feats.sum() * 0
-
+    recorder = RecordingCriterion()
     feature_map: dict[str, Tensor] = {}
     tap = m2f.model.pixel_level_module.decoder.mask_projection.register_forward_hook(
         lambda module, args, out: feature_map.update(out=out)
     )
-    with attach(m2f, criterion=Recorder(), margin=0.2, output_size=14):
+    with attach(m2f, criterion=recorder, margin=0.2, output_size=14):
         _loss_dict(m2f, batch)
     tap.remove()
+    [(feats, masks)] = recorder.seen
     assert feature_map["out"].shape == (2, 32, H // 4, W // 4)
     expected = gt_box_rois(feature_map["out"], batch["mask_labels"], output_size=14, margin=0.2)
-    torch.testing.assert_close(received["feats"], expected.feats, rtol=0, atol=0)
-    assert torch.equal(received["masks"], expected.masks)
-    assert received["masks"].shape == (4, 14, 14)
+    torch.testing.assert_close(feats, expected.feats, rtol=0, atol=0)
+    assert torch.equal(masks, expected.masks)
+    assert masks.shape == (4, 14, 14)
 
 
 def test_gradients_reach_the_pixel_decoder_and_the_projector(m2f: nn.Module) -> None:
@@ -261,8 +257,7 @@ def test_a_training_call_of_the_inner_model_keeps_nothing(m2f: nn.Module) -> Non
         out = m2f.model(pixel_values=_batch()["pixel_values"])
         tap.remove()
         del out
-        gc.collect()
-        assert len(refs) == 1 and refs[0]() is None, "the inner call's mask features are still referenced"
+        assert len(refs) == 1 and is_released(refs[0]), "the inner call's mask features are still referenced"
         assert handle.pending_steps == 0
 
 
@@ -286,9 +281,8 @@ def test_an_exception_in_the_criterion_releases_the_feature_map(m2f: nn.Module) 
         finally:
             boom.remove()
             tap.remove()
-        gc.collect()
         assert len(refs) == 1, "the mask projection did not run: the test would prove nothing"
-        assert refs[0]() is None, "the interrupted step's feature map is still referenced"
+        assert is_released(refs[0]), "the interrupted step's feature map is still referenced"
         assert handle.pending_steps == 0
         _, losses = _loss_dict(m2f, _batch())  # the next step runs normally
         assert torch.isfinite(losses[LOSS_KEY])
@@ -389,13 +383,7 @@ def test_label_padding_is_ignored_through_attach(m2f: nn.Module) -> None:
     touch the image's right edge get -1 there, as labels marked -1 (ignore) on the padding do."""
     m2f.train()
     batch = _batch()
-    received: list[Tensor] = []
-
-    class Recorder(nn.Module):
-        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
-            received.append(masks)
-            return feats.sum() * 0
-
+    recorder = RecordingCriterion()
     image_w = W - 12
     labels = [m[:, :, :image_w].clone() for m in batch["mask_labels"]]
     labels[1][0, 10:H, 20:image_w] = 1  # against the right and bottom edges of the image
@@ -406,10 +394,11 @@ def test_label_padding_is_ignored_through_attach(m2f: nn.Module) -> None:
     padded_0 = [F.pad(m, (0, 12), value=0.0) for m in labels]
     pixel_mask = torch.ones(2, H, W, dtype=torch.int64)
     pixel_mask[:, :, image_w:] = 0
-    with attach(m2f, criterion=Recorder(), margin=0.3):
+    with attach(m2f, criterion=recorder, margin=0.3):
         _loss_dict(m2f, {**batch, "mask_labels": padded_255})
         _loss_dict(m2f, {**batch, "mask_labels": padded_0, "pixel_mask": pixel_mask})
         _loss_dict(m2f, {**batch, "mask_labels": padded_0})  # the control
+    received = [masks for _, masks in recorder.seen]
     assert len(received) == 3
     assert torch.equal(received[0], expected) and torch.equal(received[1], expected)
     # The control: without pixel_mask, 0-padded labels turn the padding into negatives (0 for -1).
@@ -421,24 +410,19 @@ def test_pixel_mask_is_applied_in_the_model(m2f: nn.Module) -> None:
     """With 0-padded labels (ignore_index=None), the model's pixel_mask still keeps padding out."""
     m2f.train()
     batch = _batch()
-    received: dict[str, Tensor] = {}
-
-    class Recorder(nn.Module):
-        def forward(self, feats: Tensor, masks: Tensor) -> Tensor:
-            received.update(masks=masks)
-            return feats.sum() * 0
-
+    recorder = RecordingCriterion()
     pixel_mask = torch.ones(2, H, W, dtype=torch.int64)
     pixel_mask[:, :, 18:] = 0  # the right part counts as padding
-    with attach(m2f, criterion=Recorder(), margin=0.5, instance_classes={0}):
+    with attach(m2f, criterion=recorder, margin=0.5, instance_classes={0}):
         _loss_dict(m2f, {**batch, "pixel_mask": pixel_mask})
+    [(_, masks)] = recorder.seen
     first = batch["mask_labels"][0][:1]
     padded = first.masked_fill(pixel_mask[0] == 0, 255.0)
     expected = gt_box_rois(
         torch.zeros(1, 1, H // 4, W // 4), [padded.masked_fill(padded == 255, -1)], margin=0.5
     )
-    assert torch.equal(received["masks"], expected.masks)
-    assert (received["masks"] == -1).any()
+    assert torch.equal(masks, expected.masks)
+    assert (masks == -1).any()
 
 
 # ------------------------------------------------------------------------------------- bad inputs

@@ -7,7 +7,6 @@ written in the YOLO format, batches from Ultralytics' own dataset and collate co
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import pathlib
 import subprocess
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 os.environ.setdefault("YOLO_OFFLINE", "1")
 pytest.importorskip("ultralytics")
 
+from _helpers import is_released, run_in_threads
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 from ultralytics.utils import DEFAULT_CFG
@@ -223,8 +223,7 @@ def test_a_training_forward_on_images_captures_nothing_and_warns_once(
         preds = model(images)
     assert handle.pending_steps == 0
     del preds  # what the caller holds; nothing else may keep the prototypes and their graph alive
-    gc.collect()
-    assert len(refs) == 1 and refs[0]() is None, "model(images) left its prototypes referenced"
+    assert len(refs) == 1 and is_released(refs[0]), "model(images) left its prototypes referenced"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per handle
         model(images)
@@ -456,8 +455,7 @@ def test_an_exception_mid_step_releases_the_captured_prototypes(batches: dict[bo
         model(batches[True])
     del raised  # its traceback holds the step's frames
     tap.remove()
-    gc.collect()
-    assert len(refs) == 1 and refs[0]() is None, "the interrupted step's prototypes are still referenced"
+    assert len(refs) == 1 and is_released(refs[0]), "the interrupted step's prototypes are still referenced"
     assert handle.pending_steps == 0
 
 
@@ -676,35 +674,18 @@ def test_attach_to_a_model_in_another_dtype_trains(
 def test_one_model_stepped_from_two_threads_gives_every_step_its_own_loss(
     batches: dict[bool, dict[str, Any]],
 ) -> None:
-    import threading
-
     model = _seg_model().train()
     handle = attach(model)
-    errors: list[BaseException] = []
     missing: list[int] = []
-    barrier = threading.Barrier(2)
 
     def run(index: int) -> None:
-        try:
-            barrier.wait()
-            for _ in range(3):
-                _, items = _step(model, batches[True])
-                if LOSS_KEY not in items:
-                    missing.append(index)
-        except BaseException as err:
-            errors.append(err)
+        for _ in range(3):
+            _, items = _step(model, batches[True])
+            if LOSS_KEY not in items:
+                missing.append(index)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
-    assert not errors and not missing, (errors, missing)
+    run_in_threads(run, range(2))
+    assert not missing, missing
     assert handle.pending_steps == 0
 
 

@@ -10,7 +10,6 @@ import random
 import numpy as np
 import pytest
 from _coco_cases import BACKENDS, approx, make_gt, make_results, plain_coco_ap, rect
-from _synthetic_coco import synthetic_coco
 
 from densecontrast.analysis import analyze, evaluate_segm_ap
 
@@ -119,29 +118,18 @@ def test_empty_results(backend: str) -> None:
     assert evaluate_segm_ap(gt, [], backend=backend) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
 
 
-@pytest.fixture(scope="module")
-def synthetic() -> tuple[dict, list[dict]]:
-    return synthetic_coco(25, dets_per_image=12, size=(24, 40), seed=3)
-
-
-@pytest.fixture(scope="module")
-def reports(synthetic) -> dict:
-    gt, results = synthetic
-    return {b: analyze(gt, results, backend=b) for b in BACKENDS}
-
-
-def test_base_ap_equals_plain_cocoeval(synthetic, reports, backend: str) -> None:
-    gt, results = synthetic
+def test_base_ap_equals_plain_cocoeval(coco_scene, coco_scene_reports, backend: str) -> None:
+    gt, results = coco_scene
     expected = plain_coco_ap(gt, results, backend)
-    rep = reports[backend]
+    rep = coco_scene_reports[backend]
     assert (rep.ap, rep.ap50, rep.ap75) == pytest.approx(expected, abs=1e-12)
     got = evaluate_segm_ap(gt, results, backend=backend)
     assert (got["AP"], got["AP50"], got["AP75"]) == pytest.approx(expected, abs=1e-12)
     assert 0 < rep.ap < 1 and rep.num_matched > 0 and rep.num_unmatched > 0
 
 
-def test_backends_agree(reports) -> None:
-    a, b = (reports[x].to_dict() for x in BACKENDS)
+def test_backends_agree(coco_scene_reports) -> None:
+    a, b = (coco_scene_reports[x].to_dict() for x in BACKENDS)
     a.pop("backend"), b.pop("backend")
 
     def check(x, y) -> None:
@@ -157,8 +145,8 @@ def test_backends_agree(reports) -> None:
     check(a, b)
 
 
-def test_inputs_not_mutated(synthetic) -> None:
-    gt, results = synthetic
+def test_inputs_not_mutated(coco_scene) -> None:
+    gt, results = coco_scene
     gt = copy.deepcopy(gt)
     gt["annotations"][0]["segmentation"] = [[2.0, 2.0, 9.0, 2.0, 9.0, 9.0, 2.0, 9.0]]  # a polygon
     results = copy.deepcopy(results)[:40]
@@ -210,8 +198,8 @@ def _all_deltas(rep) -> list[float]:
 
 
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
-def test_ground_truth_as_predictions_loses_nothing(synthetic, backend: str, iou_type: str) -> None:
-    gt, _ = synthetic
+def test_ground_truth_as_predictions_loses_nothing(coco_scene, backend: str, iou_type: str) -> None:
+    gt, _ = coco_scene
     solid = [a for a in gt["annotations"] if not a["iscrowd"]]
     scores = np.linspace(0.99, 0.01, len(solid))
     results = [
@@ -228,9 +216,9 @@ def test_ground_truth_as_predictions_loses_nothing(synthetic, backend: str, iou_
     assert sum(rep.detection_counts.values()) == 0 and sum(rep.pixels.values()) == 0
 
 
-def test_report_does_not_depend_on_input_order(synthetic) -> None:
+def test_report_does_not_depend_on_input_order(coco_scene) -> None:
     # Scores are distinct and no two masks tie in IoU, so COCOeval's tie rules (input order) never apply.
-    gt, results = synthetic
+    gt, results = coco_scene
     assert len({r["score"] for r in results}) == len(results)
     rng = random.Random(0)
     shuffled_gt = {**gt, "annotations": rng.sample(gt["annotations"], len(gt["annotations"])),
@@ -252,8 +240,8 @@ def _close(a, b) -> bool:
     return True
 
 
-def test_pixel_errors_alone_give_the_same_pixel_numbers(synthetic) -> None:
-    gt, results = synthetic
+def test_pixel_errors_alone_give_the_same_pixel_numbers(coco_scene) -> None:
+    gt, results = coco_scene
     full = analyze(gt, results, backend="pycocotools")
     pixels = analyze(gt, results, backend="pycocotools", detection=False)
     assert (pixels.ap, pixels.delta, pixels.ap_upper, pixels.pixels) == (

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _coco_cases import BACKENDS
-from _synthetic_coco import synthetic_coco
 
-from densecontrast.analysis import analyze
 from densecontrast.analysis._analyze import _corrections
 from densecontrast.analysis._backend import Evaluator, ap_triple
 from densecontrast.analysis._inputs import prepare
@@ -15,25 +13,14 @@ from densecontrast.analysis._inputs import prepare
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
 
-@pytest.fixture(scope="module")
-def synthetic() -> tuple[dict, list[dict]]:
-    return synthetic_coco(25, dets_per_image=12, size=(24, 40), seed=3)
-
-
-@pytest.fixture(scope="module")
-def reports(synthetic) -> dict:
-    gt, results = synthetic
-    return {b: analyze(gt, results, backend=b) for b in BACKENDS}
-
-
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_corrected_runs_equal_full_reevaluation(synthetic, reports, backend_name: str) -> None:
+def test_corrected_runs_equal_full_reevaluation(coco_scene, coco_scene_reports, backend_name: str) -> None:
     # analyze() reuses the base run's IoUs for (image, category) pairs whose masks did not change;
     # evaluating each corrected result list from scratch must give the same numbers.
-    gt, results = synthetic
+    gt, results = coco_scene
     data = prepare(gt, results)
     runs, _, _ = _corrections(data, 0.1, None, 1)
-    rep = reports[backend_name]
+    rep = coco_scene_reports[backend_name]
     for run in ("fFP", "bFP", "FN"):
         ap, ap50, ap75 = ap_triple(Evaluator(backend_name, data).precision(runs[run]))
         assert ap - rep.ap == pytest.approx(rep.delta[run], abs=1e-12)
@@ -44,13 +31,13 @@ def test_corrected_runs_equal_full_reevaluation(synthetic, reports, backend_name
     )
 
 
-def test_faster_coco_eval_variant_prepares_only_altered_results(synthetic, monkeypatch) -> None:
+def test_faster_coco_eval_variant_prepares_only_altered_results(coco_scene, monkeypatch) -> None:
     # After the base evaluation, a variant run must turn only its altered results into
     # faster-coco-eval's RLEs (not the ground truth, not the unaltered results), and still give the
     # precision of a from-scratch evaluation.
     from faster_coco_eval.core import mask as fce_mask
 
-    gt, results = synthetic
+    gt, results = coco_scene
     data = prepare(gt, results)
     runs, _, pixels = _corrections(data, 0.1, None, 1)
     altered = pixels[:, 1] > 0  # the bFP run
@@ -72,8 +59,8 @@ def test_faster_coco_eval_variant_prepares_only_altered_results(synthetic, monke
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_variant_with_nothing_altered_equals_base(synthetic, backend_name: str) -> None:
-    gt, results = synthetic
+def test_variant_with_nothing_altered_equals_base(coco_scene, backend_name: str) -> None:
+    gt, results = coco_scene
     data = prepare(gt, results)
     evaluator = Evaluator(backend_name, data)
     base = evaluator.precision(data.results)

@@ -13,7 +13,6 @@ import io
 import numpy as np
 import pytest
 from _coco_cases import BACKENDS, approx, make_gt, make_results, plain_coco_ap, rect
-from _synthetic_coco import synthetic_coco
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,17 +169,12 @@ def test_box_mode_loc_error(backend: str) -> None:
 # ---------------------------------------------------------------- COCO's matching, full re-evaluation
 
 
-@pytest.fixture(scope="module")
-def synthetic() -> tuple[dict, list[dict]]:
-    return synthetic_coco(25, dets_per_image=12, size=(24, 40), seed=3)
-
-
 @pytest.mark.parametrize("threshold", [0.5, 0.75])
-def test_matching_equals_pycocotools(synthetic, threshold: float) -> None:
+def test_matching_equals_pycocotools(coco_scene, threshold: float) -> None:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt, results = synthetic
+    gt, results = coco_scene
     data = prepare(gt, results)
     err = classify(data, fg_iou=threshold)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -211,10 +205,10 @@ def test_coco_match_breaks_ties_like_cocoeval() -> None:
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_each_oracle_equals_a_from_scratch_evaluation(synthetic, backend_name: str) -> None:
+def test_each_oracle_equals_a_from_scratch_evaluation(coco_scene, backend_name: str) -> None:
     # analyze() reuses the base evaluation for unchanged (image, category) pairs; a textbook COCOeval run
     # of each oracle's results and ground truth must give the same numbers.
-    gt, results = synthetic
+    gt, results = coco_scene
     rep = analyze(gt, results, backend=backend_name)
     data = prepare(gt, results)
     err = classify(data)
@@ -233,8 +227,8 @@ def test_each_oracle_equals_a_from_scratch_evaluation(synthetic, backend_name: s
     assert min(rep.detection_counts.values()) > 0  # every type occurs in this scene
 
 
-def test_fixing_the_six_types_at_once_gives_ap50_one(synthetic, backend: str) -> None:
-    gt, results = synthetic
+def test_fixing_the_six_types_at_once_gives_ap50_one(coco_scene, backend: str) -> None:
+    gt, results = coco_scene
     for iou_type in ("segm", "bbox"):
         rep = analyze(gt, results, backend=backend, iou_type=iou_type)
         assert rep.detection50_upper == approx(1.0)

@@ -99,6 +99,7 @@ def _two_images_gt(segmentation: object) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_bad_polygons_and_rles_raise_naming_the_entry(tmp_path) -> None:
     """Non-finite or absurd polygon coordinates and RLEs whose counts do not sum to H * W (or are not a
     valid coding) raise a ValueError naming the entry, with both backends, before anything hangs."""

@@ -107,6 +107,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_two_processes_gather_every_image(tmp_path: Path) -> None:
     """Two gloo ranks, each with part of the batches, compute the report of all images (renumbered in
     rank order: rank 0's 8 images, then rank 1's 4)."""

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-from _synthetic_coco import synthetic_coco
 
 from densecontrast.analysis import SegmentationErrorReport, analyze, compare_table, plot_comparison
 
@@ -16,8 +15,8 @@ DETECTION = ["cls", "loc", "both", "dupe", "bkg", "missed", "FalsePos", "FalseNe
 
 
 @pytest.fixture(scope="module")
-def reports() -> dict[str, SegmentationErrorReport]:
-    gt, results = synthetic_coco(25, dets_per_image=12, size=(24, 40), seed=3)
+def reports(coco_scene: tuple[dict, list[dict]]) -> dict[str, SegmentationErrorReport]:
+    gt, results = coco_scene
     return {
         "base": analyze(gt, results, backend="faster-coco-eval"),
         "other": analyze(gt, [r for i, r in enumerate(results) if i % 3], backend="faster-coco-eval"),

@@ -32,6 +32,7 @@ def test_unknown_command_fails() -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.slow
 def test_python_dash_m() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "densecontrast", "--version"], capture_output=True, text=True, timeout=120
@@ -170,6 +171,7 @@ def _one_line_exit_2(case: list, extra: str) -> None:
     assert err.count("\n") == 1 and err.rstrip().endswith(f"pip install 'densecontrast[{extra}]'"), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", ["numpy", "pycocotools"])
 def test_analysis_needs_numpy_and_pycocotools(hidden_runs: tuple[dict, Path], hidden: str) -> None:
     runs, _ = hidden_runs
@@ -181,6 +183,7 @@ def test_analysis_needs_numpy_and_pycocotools(hidden_runs: tuple[dict, Path], hi
         _one_line_exit_2(runs[hidden][case], "analysis")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", ["numpy", "pycocotools", "torchvision", "matplotlib", "tqdm"])
 def test_missing_extra_stops_the_demo_before_work(hidden_runs: tuple[dict, Path], hidden: str) -> None:
     runs, folder = hidden_runs
@@ -189,6 +192,7 @@ def test_missing_extra_stops_the_demo_before_work(hidden_runs: tuple[dict, Path]
     assert not (folder / "demo").exists()
 
 
+@pytest.mark.slow
 def test_analyze_plot_needs_matplotlib(hidden_runs: tuple[dict, Path]) -> None:
     runs, folder = hidden_runs
     _one_line_exit_2(runs["matplotlib"]["plot"], "analysis")
@@ -197,6 +201,7 @@ def test_analyze_plot_needs_matplotlib(hidden_runs: tuple[dict, Path]) -> None:
     assert runs["matplotlib"]["analyze"][0] == 0  # without --plot, matplotlib is not needed
 
 
+@pytest.mark.slow
 def test_analyze_progress_bar_needs_tqdm(hidden_runs: tuple[dict, Path]) -> None:
     runs, folder = hidden_runs
     _one_line_exit_2(runs["tqdm"]["progress"], "analysis")
@@ -206,6 +211,7 @@ def test_analyze_progress_bar_needs_tqdm(hidden_runs: tuple[dict, Path]) -> None
     assert runs["tqdm"]["analyze"][0] == 0  # one image: no progress bar
 
 
+@pytest.mark.slow
 def test_fast_backend_needs_faster_coco_eval(hidden_runs: tuple[dict, Path]) -> None:
     runs, folder = hidden_runs
     _one_line_exit_2(runs["faster_coco_eval"]["fast"], "fast")

@@ -1,8 +1,9 @@
 """torch.compile with a changing number of RoIs: the loss alone, and inside a compiled Mask R-CNN.
 
-The inductor runs are slow on a CPU (a compilation takes 10-20 s), so they are marked ``slow``; the
-``aot_eager`` backend traces the same graphs (dynamo, symbolic R, the autograd functions' backward)
-without generating code, and keeps a fast check in the default run.
+Every test here compiles, so all are marked ``slow`` (run by default and in CI, left out by
+``-m "not slow"``): the inductor runs take 10-20 s a compilation on a CPU; the ``aot_eager`` backend
+traces the same graphs (dynamo, symbolic R, the autograd functions' backward) without generating code,
+in a few seconds.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _assert_same(eager, compiled) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     torch.__version__ < (2, 11),
     reason="torch 2.4's Dynamo fails on the dynamic-R graph (internal error); eager works",

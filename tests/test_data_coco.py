@@ -6,46 +6,37 @@ import json
 
 import pytest
 import torch
+from _helpers import record_loaders
 
-import densecontrast.data.iterate
 from densecontrast.data import SyntheticInstances, coco_ground_truth, export_coco
 
-SIZE = 64
 _PYCOCOTOOLS_NUMPY2 = "ignore:__array__ implementation:DeprecationWarning"  # pycocotools with numpy 2
 pytestmark = pytest.mark.filterwarnings(_PYCOCOTOOLS_NUMPY2)
-
-
-@pytest.fixture(scope="module")
-def small() -> SyntheticInstances:
-    return SyntheticInstances(6, image_size=SIZE, num_categories=4, seed=7)
-
-
-@pytest.fixture(scope="module")
-def items(small: SyntheticInstances) -> list:
-    return [small[i] for i in range(len(small))]
 
 
 # --- COCO ---------------------------------------------------------------------------------------
 
 
-def test_coco_ground_truth_round_trip(small: SyntheticInstances, items: list) -> None:
+def test_coco_ground_truth_round_trip(small_dataset: SyntheticInstances, small_items: list) -> None:
     coco_module = pytest.importorskip("pycocotools.coco")
-    gt = small.coco_ground_truth()
+    gt = small_dataset.coco_ground_truth()
     coco = coco_module.COCO()
     coco.dataset = json.loads(json.dumps(gt))  # must survive JSON
     coco.createIndex()
-    assert sorted(coco.getImgIds()) == list(range(1, len(small) + 1))
+    assert sorted(coco.getImgIds()) == list(range(1, len(small_dataset) + 1))
     ann_ids = [a["id"] for a in gt["annotations"]]
     assert ann_ids == list(range(1, len(ann_ids) + 1))
-    assert gt["categories"] == small.categories
+    assert gt["categories"] == small_dataset.categories
     assert all(isinstance(a["segmentation"]["counts"], str) for a in gt["annotations"])  # compressed RLE
     # written by the analysis package's converter, the one COCO writer
     from densecontrast.analysis import coco_from_targets
 
-    alone = coco_from_targets([t for _, t in items], list(range(1, len(items) + 1)), small.categories)
+    alone = coco_from_targets(
+        [t for _, t in small_items], list(range(1, len(small_items) + 1)), small_dataset.categories
+    )
     assert gt["annotations"] == alone["annotations"]
     assert [{k: v for k, v in i.items() if k != "file_name"} for i in gt["images"]] == alone["images"]
-    for _, target in items:
+    for _, target in small_items:
         image_id = int(target["image_id"])
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
         assert [a["category_id"] for a in anns] == target["labels"].tolist()
@@ -58,18 +49,18 @@ def test_coco_ground_truth_round_trip(small: SyntheticInstances, items: list) ->
             assert ann["area"] == area and ann["iscrowd"] == 0
 
 
-def test_export_coco_loads_back(tmp_path, small: SyntheticInstances, items: list) -> None:
+def test_export_coco_loads_back(tmp_path, small_dataset: SyntheticInstances, small_items: list) -> None:
     np = pytest.importorskip("numpy")
     pil_image = pytest.importorskip("PIL.Image")
     mask_utils = pytest.importorskip("pycocotools.mask")
-    root = small.export_coco(tmp_path / "coco")
+    root = small_dataset.export_coco(tmp_path / "coco")
     assert root == tmp_path / "coco"
     gt = json.loads((root / "annotations.json").read_text())
-    assert gt == json.loads(json.dumps(small.coco_ground_truth()))
+    assert gt == json.loads(json.dumps(small_dataset.coco_ground_truth()))
     by_image: dict[int, list] = {}
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    for record, (image, target) in zip(gt["images"], items):
+    for record, (image, target) in zip(gt["images"], small_items):
         with pil_image.open(root / "images" / record["file_name"]) as png:
             assert png.mode == "RGB"
             pixels = torch.from_numpy(np.array(png)).permute(2, 0, 1)
@@ -82,26 +73,18 @@ def test_export_coco_loads_back(tmp_path, small: SyntheticInstances, items: list
 
 
 def test_exporters_read_items_in_a_worker_and_write_the_same(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, small: SyntheticInstances
+    tmp_path, monkeypatch: pytest.MonkeyPatch, small_dataset: SyntheticInstances
 ) -> None:
     """Forced through the worker path, export_coco writes exactly the in-process JSON and images, and
     torch's thread count in this process is left alone."""
     pytest.importorskip("pycocotools")
     pytest.importorskip("PIL")
-    in_process = json.loads(json.dumps(small.coco_ground_truth()))
-    plain_root = small.export_coco(tmp_path / "plain")
-    loaders: list[object] = []
-
-    class CountingLoader(torch.utils.data.DataLoader):
-        def __init__(self, *args, **kwargs) -> None:
-            loaders.append(kwargs)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(densecontrast.data.iterate, "WORKER_MIN_ITEMS", 2)
-    monkeypatch.setattr(torch.utils.data, "DataLoader", CountingLoader)
+    in_process = json.loads(json.dumps(small_dataset.coco_ground_truth()))
+    plain_root = small_dataset.export_coco(tmp_path / "plain")
+    loaders = record_loaders(monkeypatch)
     threads = torch.get_num_threads()
-    assert small.coco_ground_truth() == in_process
-    root = small.export_coco(tmp_path / "worker")
+    assert small_dataset.coco_ground_truth() == in_process
+    root = small_dataset.export_coco(tmp_path / "worker")
     assert torch.get_num_threads() == threads
     assert len(loaders) == 2 and all(k["num_workers"] == 1 and k["batch_size"] is None for k in loaders)
     assert (root / "annotations.json").read_text() == (plain_root / "annotations.json").read_text()
@@ -146,9 +129,9 @@ def test_functions_work_on_any_dataset(tmp_path) -> None:
     assert sorted(p.name for p in (root / "images").iterdir()) == ["000001.png", "000002.png"]
 
 
-def test_methods_are_the_functions_with_the_datasets_info(small: SyntheticInstances) -> None:
+def test_methods_are_the_functions_with_the_datasets_info(small_dataset: SyntheticInstances) -> None:
     pytest.importorskip("pycocotools")
-    gt = coco_ground_truth(small)
+    gt = coco_ground_truth(small_dataset)
     assert gt["info"] == {}
-    assert {**gt, "info": small.coco_ground_truth()["info"]} == small.coco_ground_truth()
-    assert "seed=7 split=train" in small.coco_ground_truth()["info"]["description"]
+    assert {**gt, "info": small_dataset.coco_ground_truth()["info"]} == small_dataset.coco_ground_truth()
+    assert "seed=7 split=train" in small_dataset.coco_ground_truth()["info"]["description"]

@@ -12,16 +12,6 @@ from densecontrast.data import MIN_VISIBLE_AREA, SyntheticInstances, collate_det
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def small() -> SyntheticInstances:
-    return SyntheticInstances(6, image_size=SIZE, num_categories=4, seed=7)
-
-
-@pytest.fixture(scope="module")
-def items(small: SyntheticInstances) -> list:
-    return [small[i] for i in range(len(small))]
-
-
 def _naive_box(mask: torch.Tensor) -> list[float]:
     rows, cols = mask.nonzero(as_tuple=True)
     return [float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)]
@@ -37,8 +27,8 @@ def _assert_same_item(a: tuple, b: tuple) -> None:
 # --- format -------------------------------------------------------------------------------------
 
 
-def test_item_format(items: list) -> None:
-    for i, (image, target) in enumerate(items):
+def test_item_format(small_items: list) -> None:
+    for i, (image, target) in enumerate(small_items):
         n = target["labels"].shape[0]
         assert image.dtype == torch.float32 and image.shape == (3, SIZE, SIZE)
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
@@ -53,8 +43,8 @@ def test_item_format(items: list) -> None:
         )
 
 
-def test_targets_match_masks(items: list) -> None:
-    for _, target in items:
+def test_targets_match_masks(small_items: list) -> None:
+    for _, target in small_items:
         masks = target["masks"].bool()
         assert masks.shape[0] >= 1
         assert ((target["labels"] >= 1) & (target["labels"] <= 4)).all()
@@ -67,52 +57,54 @@ def test_targets_match_masks(items: list) -> None:
         assert int(masks.sum(dim=0).max()) <= 1
 
 
-def test_image_ids_unique(small: SyntheticInstances) -> None:
-    ids = [int(small[i][1]["image_id"]) for i in range(len(small))]
+def test_image_ids_unique(small_dataset: SyntheticInstances) -> None:
+    ids = [int(small_dataset[i][1]["image_id"]) for i in range(len(small_dataset))]
     assert len(set(ids)) == len(ids) and min(ids) >= 1
 
 
-def test_pixels_are_quantised(items: list) -> None:
+def test_pixels_are_quantised(small_items: list) -> None:
     """Images are multiples of 1/255 so that a PNG export is lossless."""
-    image = items[0][0]
+    image = small_items[0][0]
     assert torch.equal(torch.round(image * 255) / 255, image)
 
 
-def test_categories(small: SyntheticInstances) -> None:
-    assert [c["id"] for c in small.categories] == [1, 2, 3, 4]
+def test_categories(small_dataset: SyntheticInstances) -> None:
+    assert [c["id"] for c in small_dataset.categories] == [1, 2, 3, 4]
     assert len({c["name"] for c in SyntheticInstances(num_categories=12).categories}) == 12
 
 
 # --- determinism --------------------------------------------------------------------------------
 
 
-def test_same_seed_same_item_in_any_order(small: SyntheticInstances, items: list) -> None:
+def test_same_seed_same_item_in_any_order(small_dataset: SyntheticInstances, small_items: list) -> None:
     again = SyntheticInstances(6, image_size=SIZE, num_categories=4, seed=7)
     for i in reversed(range(len(again))):
-        _assert_same_item(again[i], items[i])
-    _assert_same_item(again[-1], items[5])
+        _assert_same_item(again[i], small_items[i])
+    _assert_same_item(again[-1], small_items[5])
 
 
-def test_seeds_and_splits_differ(items: list) -> None:
+def test_seeds_and_splits_differ(small_items: list) -> None:
     for other in (
         SyntheticInstances(6, image_size=SIZE, num_categories=4, seed=8),
         SyntheticInstances(6, image_size=SIZE, num_categories=4, seed=7, split="val"),
     ):
-        assert not torch.equal(other[0][0], items[0][0])
+        assert not torch.equal(other[0][0], small_items[0][0])
 
 
-def test_item_independent_of_length(items: list) -> None:
+def test_item_independent_of_length(small_items: list) -> None:
     longer = SyntheticInstances(50, image_size=SIZE, num_categories=4, seed=7)
-    _assert_same_item(longer[3], items[3])
+    _assert_same_item(longer[3], small_items[3])
 
 
-def test_dataloader_workers_match(small: SyntheticInstances, items: list) -> None:
-    loader = torch.utils.data.DataLoader(small, batch_size=4, num_workers=2, collate_fn=collate_detection)
+def test_dataloader_workers_match(small_dataset: SyntheticInstances, small_items: list) -> None:
+    loader = torch.utils.data.DataLoader(
+        small_dataset, batch_size=4, num_workers=2, collate_fn=collate_detection
+    )
     images, targets = [], []
     for batch_images, batch_targets in loader:
         images += batch_images
         targets += batch_targets
-    for got, want in zip(zip(images, targets), items):
+    for got, want in zip(zip(images, targets), small_items):
         _assert_same_item(got, want)
 
 
@@ -130,10 +122,12 @@ def test_items_leave_torch_threads_alone(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == []
 
 
-def test_collate_detection(items: list) -> None:
-    images, targets = collate_detection(items[:3])
+def test_collate_detection(small_items: list) -> None:
+    images, targets = collate_detection(small_items[:3])
     assert isinstance(images, list) and isinstance(targets, list)
-    assert all(a is b[0] for a, b in zip(images, items)) and all(a is b[1] for a, b in zip(targets, items))
+    assert all(a is b[0] for a, b in zip(images, small_items)) and all(
+        a is b[1] for a, b in zip(targets, small_items)
+    )
 
 
 def _digest(dataset: SyntheticInstances) -> str:

@@ -13,9 +13,9 @@ import torch
 os.environ.setdefault("YOLO_OFFLINE", "1")
 pytest.importorskip("ultralytics")
 
+from _helpers import record_loaders
 from test_data_polygons import ring_and_occluder, with_background_hole
 
-import densecontrast.data.iterate
 from densecontrast.data import SyntheticInstances, YoloExportWarning, export_yolo
 from densecontrast.data.yolo import DEFAULT_MIN_IOU
 
@@ -302,15 +302,7 @@ def test_missing_ultralytics_says_what_to_install(tmp_path, monkeypatch: pytest.
 def test_a_worker_process_writes_the_same_files(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = SyntheticInstances(3, image_size=32, num_categories=2, seed=2)
     plain = ds.export_yolo(tmp_path / "plain", val_dataset=ds).parent
-    loaders: list[dict] = []
-
-    class CountingLoader(torch.utils.data.DataLoader):
-        def __init__(self, *args, **kwargs) -> None:
-            loaders.append(kwargs)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(densecontrast.data.iterate, "WORKER_MIN_ITEMS", 2)
-    monkeypatch.setattr(torch.utils.data, "DataLoader", CountingLoader)
+    loaders = record_loaders(monkeypatch)
     worker = ds.export_yolo(tmp_path / "worker", val_dataset=ds).parent
     assert len(loaders) == 1 and loaders[0]["num_workers"] == 1
     files = sorted(

@@ -28,9 +28,16 @@ import render_evidence  # noqa: E402
 QUICK = evidence.profile_config("quick", "cpu")
 
 
-def test_pretraining_is_cached_by_configuration(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """The quick profile's pretraining spec, its cache folder and the checkpoint trained into it (once)."""
     spec = evidence.pretraining_for(QUICK, quick=True)
-    path = evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None)
+    cache = tmp_path_factory.mktemp("pretrained")
+    return spec, cache, evidence.pretrained_checkpoint(spec, cache, log=lambda m: None)
+
+
+def test_pretraining_is_cached_by_configuration(pretrained, monkeypatch):
+    spec, cache, path = pretrained
     assert path.exists() and spec.key() in path.name
     payload = torch.load(path, weights_only=False)
     model = evidence.build_model(spec.demo_config())
@@ -41,11 +48,11 @@ def test_pretraining_is_cached_by_configuration(tmp_path, monkeypatch):
         raise AssertionError("a cached checkpoint was trained again")
 
     monkeypatch.setattr(evidence, "train", no_training)
-    assert evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None) == path  # hit
+    assert evidence.pretrained_checkpoint(spec, cache, log=lambda m: None) == path  # hit
     other = replace(spec, steps=spec.steps + 1)
     assert other.key() != spec.key()
     with pytest.raises(AssertionError, match="trained again"):  # a miss trains
-        evidence.pretrained_checkpoint(other, tmp_path, log=lambda m: None)
+        evidence.pretrained_checkpoint(other, cache, log=lambda m: None)
 
 
 def test_source_distribution_is_disjoint_from_the_target():
@@ -58,11 +65,10 @@ def test_source_distribution_is_disjoint_from_the_target():
     assert not torch.equal(train_src[0][0], train_tgt[0][0])
 
 
-def test_finetune_init_loads_the_backbone_and_freezes_the_first_stages(tmp_path):
+def test_finetune_init_loads_the_backbone_and_freezes_the_first_stages(pretrained):
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    spec = evidence.pretraining_for(QUICK, quick=True)
-    path = evidence.pretrained_checkpoint(spec, tmp_path, log=lambda m: None)
+    _, _, path = pretrained
     state = torch.load(path, weights_only=False)["backbone"]
     torch.manual_seed(123)
     model = evidence.build_model(QUICK)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 from types import ModuleType
 
 import pytest
 import torch
+from _helpers import load_example
 
 pytest.importorskip("torchvision")
 
@@ -16,17 +14,10 @@ from densecontrast import DenseContrastiveLoss, FeatureTap
 from densecontrast.adapters.rois import gt_box_rois
 from densecontrast.datasets import SyntheticInstances
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "any_model.py"
-
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("any_model_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("any_model")
 
 
 def _batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

@@ -6,20 +6,17 @@ keeps Swin-T's structure (four stages, shifted windows, patch merging) at a frac
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 from types import ModuleType
 
 import pytest
 import torch
+from _helpers import load_example
 
 pytest.importorskip("torchvision")
 
 from densecontrast.adapters.torchvision import LOSS_KEY, attach
 from densecontrast.datasets import SyntheticInstances
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "maskrcnn_swin_t.py"
 NUM_CLASSES = 4
 TINY = {"embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8), "window_size": 4}
 SMALL = {
@@ -38,12 +35,7 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("maskrcnn_swin_t_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("maskrcnn_swin_t")
 
 
 def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

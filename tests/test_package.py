@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import densecontrast
 
 OPTIONAL = ("torchvision", "pycocotools", "faster_coco_eval", "matplotlib", "tqdm", "scipy")
 
 
+@pytest.mark.slow  # a fresh interpreter; tests/test_architecture.py checks the same imports statically
 def test_core_imports_torch_only() -> None:
     # Compared with what torch alone loads (torch itself imports tqdm when it is installed).
     code = (

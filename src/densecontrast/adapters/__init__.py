@@ -14,8 +14,9 @@ torch-only:
 
 Every ``attach`` returns the same :class:`DenseContrastHandle` and defaults to ``weight=DEFAULT_WEIGHT``.
 The framework-neutral parts live in private modules: ``_base`` (the handle and its capture lifecycle),
-``_checks`` (argument checks, the default criterion), ``_targets`` (RoI mask targets) and
-``_checkpoint`` (the loss's optimizer state in a framework's checkpoints).
+``_checks`` (argument checks, the default criterion), ``_targets`` (RoI mask targets and the ground
+truth read out of a framework's batch) and ``_checkpoint`` (the loss's optimizer state in a framework's
+checkpoints).
 """
 
 from ._base import DEFAULT_WEIGHT, DenseContrastHandle

@@ -392,10 +392,16 @@ def _to_criterion_dtype(crit: nn.Module, feats: torch.Tensor) -> torch.Tensor:
     return feats.to(dtype)
 
 
-def find_handle(model: nn.Module) -> DenseContrastHandle | None:
-    """The handle attached to ``model`` (or to the model it was deep-copied from), or None."""
+def find_handle(model: nn.Module, framework: type[Framework] | None = None) -> DenseContrastHandle | None:
+    """The handle attached to ``model`` (or to the model it was deep-copied from), or None.
+
+    With ``framework``, only a handle whose framework is an instance of that class (an adapter's
+    ``get_handle`` does not return another adapter's handle).
+    """
     handle: Any = getattr(model, HANDLE_ATTR, None)
-    return handle if isinstance(handle, DenseContrastHandle) else None
+    if not isinstance(handle, DenseContrastHandle):
+        return None
+    return handle if framework is None or isinstance(handle.framework, framework) else None
 
 
 def call_arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, index: int) -> Any:

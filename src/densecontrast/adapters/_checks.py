@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -101,6 +101,13 @@ def check_output_size(output_size: object) -> tuple[int, int]:
         ValueError: a value <= 0, or a sequence that is not a pair.
     """
     return check_size_pair("output_size", output_size)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError that names the argument and the choices."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return cast(str, value)
 
 
 def check_ignore_band(ignore_band: object) -> float | None:

@@ -1,7 +1,7 @@
 """Mask targets shared by the adapters: the ground truth of each RoI on the loss's grid.
 
-Shapes: B images, G ground-truth instances of an image, P positive proposals of an image, R RoIs,
-h x w the RoI grid, Hi x Wi an image.
+Shapes: B images, G ground-truth instances of an image, N instances of a batch, P positive proposals of
+an image, R RoIs, h x w the RoI grid, Hi x Wi an image, Hm x Wm a batch's mask maps.
 
 - :func:`masks_from_soft` turns soft RoI masks into the loss's 1 / 0 / -1 masks;
 - :func:`match_positives`, :func:`project_masks` and :func:`positive_mask_targets` rebuild the ground
@@ -9,7 +9,9 @@ h x w the RoI grid, Hi x Wi an image.
   proposal matched to its best-IoU ground truth, whose mask is cropped and resized to the RoI grid);
 - :func:`boxes_from_masks` gives the tight boxes of masks, for ground-truth-box RoIs;
 - :func:`instance_masks` reads per-segment labels with an ignore value (Hugging Face's mask labels) as
-  instance masks.
+  instance masks;
+- :func:`batch_instances` reads the per-image masks and boxes of a batch laid out as Ultralytics'
+  segmentation dataloader lays it out (index maps or per-instance masks, normalised boxes).
 
 This module is private and imports torch only (torchvision's ops are imported where used); the framework
 modules re-export what users need.
@@ -17,7 +19,7 @@ modules re-export what users need.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -201,6 +203,85 @@ def instance_masks(
             masks = masks.masked_fill(pixel_mask[b].to(labels.device) == 0, -1)
         out.append(masks)
     return out
+
+
+def batch_instances(
+    batch: Mapping[str, Any], num_images: int, *, overlap_mask: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-image instance masks and boxes from the batch dict Ultralytics builds for segmentation.
+
+    Args:
+        batch: with ``"masks"`` ((B, Hm, Wm) index maps when ``overlap_mask``, where instance j of an
+            image is ``mask == j + 1``; else (N, Hm, Wm), one per instance), ``"bboxes"`` (N, 4)
+            normalised (cx, cy, w, h) and ``"batch_idx"`` (N,), the image of each instance. Instances of
+            an image appear in the batch in the order of their index in the map.
+        num_images: B.
+        overlap_mask: the trainer's ``overlap_mask`` setting, which decides the layout of ``"masks"``.
+
+    Returns:
+        ``(masks, boxes)``: B bool tensors (G, Hm, Wm) and B float tensors (G, 4), boxes as
+        ``(x1, y1, x2, y2)`` in mask pixels (the normalised boxes scaled to Hm x Wm).
+
+    Raises:
+        ValueError: a batch whose masks do not fit ``overlap_mask`` or ``batch_idx`` (with
+            ``overlap_mask=True``, also an index map whose largest value exceeds its image's instances).
+    """
+    for key in ("masks", "bboxes", "batch_idx"):
+        if key not in batch:
+            raise ValueError(
+                f"the batch has no {key!r}; expected Ultralytics' segmentation batch dict (keys img, masks, "
+                f"bboxes, batch_idx, cls); got keys {sorted(batch)}. Call model(batch) with the batches of "
+                "Ultralytics' segmentation dataloader"
+            )
+    masks, bboxes = batch["masks"], batch["bboxes"]
+    batch_idx = batch["batch_idx"].reshape(-1).long()
+    if bboxes.shape[0] != batch_idx.shape[0]:
+        raise ValueError(
+            f"expected one box per instance in batch['bboxes'], (N, 4) with N = {batch_idx.shape[0]} from "
+            f"batch['batch_idx'] {tuple(batch_idx.shape)}; got {tuple(bboxes.shape)}. Build the batch with "
+            "Ultralytics' collate function, which keeps them aligned"
+        )
+    hm, wm = masks.shape[-2:]
+    if overlap_mask and masks.shape[0] != num_images:
+        raise ValueError(
+            f"overlap_mask=True expects one index map per image, (B, Hm, Wm) with B = {num_images}; got "
+            f"batch['masks'] {tuple(masks.shape)}. Is the trainer's overlap_mask setting the one the "
+            "batch was built with?"
+        )
+    if not overlap_mask and masks.shape[0] != batch_idx.shape[0]:
+        raise ValueError(
+            f"overlap_mask=False expects one mask per instance, (N, Hm, Wm) with N = {batch_idx.shape[0]}; "
+            f"got batch['masks'] {tuple(masks.shape)}"
+        )
+    cxcy, wh = bboxes[:, :2].float(), bboxes[:, 2:].float()
+    scale = bboxes.new_tensor([wm, hm], dtype=torch.float32)
+    xyxy = torch.cat([(cxcy - wh / 2) * scale, (cxcy + wh / 2) * scale], dim=1)
+    counts = torch.bincount(batch_idx, minlength=num_images).tolist()  # host sync: instances per image
+    if len(counts) > num_images:
+        raise ValueError(
+            f"batch['batch_idx'] refers to image {len(counts) - 1} but the batch has {num_images}"
+        )
+    if overlap_mask and num_images > 0:
+        # (B, Hm, Wm) per-instance masks of a batch with as many instances as images pass the shape check;
+        # read as index maps they would drop instances. An index map never exceeds its image's count.
+        maxima = masks.reshape(num_images, -1).amax(dim=1).tolist()  # host sync, one per batch
+        for b, (peak, count) in enumerate(zip(maxima, counts)):
+            if peak > count:
+                raise ValueError(
+                    f"batch['masks'][{b}] has values up to {peak:g} but image {b} has {count} instances in "
+                    "batch['batch_idx']: with overlap_mask=True each map holds the values 1..count of its "
+                    "image. The masks look per-instance (N, Hm, Wm); set overlap_mask=False"
+                )
+    out_masks, out_boxes = [], []
+    for b, count in enumerate(counts):
+        rows = (batch_idx == b).nonzero()[:, 0]
+        out_boxes.append(xyxy[rows])
+        if overlap_mask:  # the image's instances, in batch order, are the values 1..count of its map
+            index = torch.arange(1, count + 1, device=masks.device)
+            out_masks.append(masks[b][None] == index[:, None, None])
+        else:
+            out_masks.append(masks[rows] > 0.5)
+    return out_masks, out_boxes
 
 
 def _check_labels(mask_labels: object, class_labels: object) -> None:

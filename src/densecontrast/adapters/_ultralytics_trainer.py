@@ -16,7 +16,7 @@ from ultralytics.utils import DEFAULT_CFG
 from ..loss import DEFAULT_K, DEFAULT_TAU, DenseContrastiveLoss
 from ._base import DEFAULT_WEIGHT
 from ._checkpoint import keep_criterion_state
-from ._checks import check_ignore_band, check_margin, check_output_size, check_weight
+from ._checks import check_choice, check_ignore_band, check_margin, check_output_size, check_weight
 from .ultralytics import _FEATURES, LOSS_KEY, Features, attach, get_handle
 
 _TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "ignore_band")
@@ -25,8 +25,7 @@ _TRAINER_OPTIONS = ("weight", "k", "tau", "features", "output_size", "margin", "
 def _check_trainer_options(options: Mapping[str, Any]) -> None:
     """Check the trainer's options as :func:`attach` would, before Ultralytics builds anything."""
     check_weight(options["weight"])
-    if options["features"] not in _FEATURES:
-        raise ValueError(f"features must be one of {_FEATURES}; got {options['features']!r}")
+    check_choice("features", options["features"], _FEATURES)
     check_output_size(options["output_size"])
     check_margin(options["margin"])
     check_ignore_band(options["ignore_band"])

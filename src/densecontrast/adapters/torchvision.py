@@ -169,8 +169,7 @@ def _check_model(model: object) -> nn.Module:
 
 def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    handle = find_handle(model)
-    return handle if handle is not None and isinstance(handle.framework, _MaskRCNN) else None
+    return find_handle(model, _MaskRCNN)
 
 
 def attach(

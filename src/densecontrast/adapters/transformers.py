@@ -149,8 +149,7 @@ class _MaskFormer(Framework):
 
 def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    handle = find_handle(model)
-    return handle if handle is not None and isinstance(handle.framework, _MaskFormer) else None
+    return find_handle(model, _MaskFormer)
 
 
 def attach(

@@ -1,8 +1,7 @@
 """Dense contrastive loss for Ultralytics YOLO-seg models, added with hooks only.
 
-Shapes: B images, N instances of the batch, G instances of an image, P prototypes (32), Hp x Wp the
-prototype maps (a quarter of the input), Hm x Wm Ultralytics' training masks (the input over
-``mask_ratio``), R RoIs, h x w the RoI grid (28 x 28 by default).
+Shapes: B images, P prototypes (32), Hp x Wp the prototype maps (a quarter of the input), R RoIs, h x w
+the RoI grid (28 x 28 by default).
 
 YOLO-seg has no proposals and no per-RoI mask head: its mask branch is the ``Segment`` head's ``proto``
 module, whose output (B, P, Hp, Wp) are the prototype maps every instance mask is assembled from. As the
@@ -11,8 +10,9 @@ paper does for the one-stage SparseInst, the loss runs on the ground-truth boxes
 trainer makes) is a step of the shared lifecycle (:class:`~densecontrast.adapters.DenseContrastHandle`);
 a forward hook on ``model.model[-1].proto`` (or a pre-hook on ``proto.cv3``, ``features="proto_input"``)
 keeps its prototype maps, and a forward hook on the model appends the loss to the criterion's loss vector
-and items as ``dcl_loss``. For ``YOLO(...).train()`` use :class:`DenseContrastSegmentationTrainer`:
-Ultralytics' trainer rebuilds the model, so hooks put on ``YOLO(...).model`` before ``train()`` are lost.
+and items as ``dcl_loss``, with the ground truth of the batch dict (:func:`batch_instances`). For
+``YOLO(...).train()`` use :class:`DenseContrastSegmentationTrainer`: Ultralytics' trainer rebuilds the
+model, so hooks put on ``YOLO(...).model`` before ``train()`` are lost.
 Tested versions, and what breaks outside them: docs/ultralytics.md.
 """
 
@@ -36,6 +36,7 @@ from ._base import (
 )
 from ._checks import (
     build_criterion,
+    check_choice,
     check_eager_model,
     check_ignore_band,
     check_margin,
@@ -43,6 +44,7 @@ from ._checks import (
     check_weight,
     read_option,
 )
+from ._targets import batch_instances
 
 try:
     from ultralytics.engine.model import Model as _UltralyticsModel
@@ -69,85 +71,6 @@ Features = Literal["proto", "proto_input"]
 _FEATURES: tuple[str, ...] = ("proto", "proto_input")
 _DEFAULT_SEG_GAIN = 7.5  # Ultralytics' default `box` gain, which also scales seg_loss
 _MODULE_PATH = "densecontrast.adapters.ultralytics"
-
-
-def batch_instances(
-    batch: Mapping[str, Any], num_images: int, *, overlap_mask: bool
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Per-image instance masks and boxes from the batch dict Ultralytics builds for segmentation.
-
-    Args:
-        batch: with ``"masks"`` ((B, Hm, Wm) index maps when ``overlap_mask``, where instance j of an
-            image is ``mask == j + 1``; else (N, Hm, Wm), one per instance), ``"bboxes"`` (N, 4)
-            normalised (cx, cy, w, h) and ``"batch_idx"`` (N,), the image of each instance. Instances of
-            an image appear in the batch in the order of their index in the map.
-        num_images: B.
-        overlap_mask: the trainer's ``overlap_mask`` setting, which decides the layout of ``"masks"``.
-
-    Returns:
-        ``(masks, boxes)``: B bool tensors (G, Hm, Wm) and B float tensors (G, 4), boxes as
-        ``(x1, y1, x2, y2)`` in mask pixels (the normalised boxes scaled to Hm x Wm).
-
-    Raises:
-        ValueError: a batch whose masks do not fit ``overlap_mask`` or ``batch_idx`` (with
-            ``overlap_mask=True``, also an index map whose largest value exceeds its image's instances).
-    """
-    for key in ("masks", "bboxes", "batch_idx"):
-        if key not in batch:
-            raise ValueError(
-                f"the batch has no {key!r}; expected Ultralytics' segmentation batch dict (keys img, masks, "
-                f"bboxes, batch_idx, cls); got keys {sorted(batch)}. Call model(batch) with the batches of "
-                "Ultralytics' segmentation dataloader"
-            )
-    masks, bboxes = batch["masks"], batch["bboxes"]
-    batch_idx = batch["batch_idx"].reshape(-1).long()
-    if bboxes.shape[0] != batch_idx.shape[0]:
-        raise ValueError(
-            f"expected one box per instance in batch['bboxes'], (N, 4) with N = {batch_idx.shape[0]} from "
-            f"batch['batch_idx'] {tuple(batch_idx.shape)}; got {tuple(bboxes.shape)}. Build the batch with "
-            "Ultralytics' collate function, which keeps them aligned"
-        )
-    hm, wm = masks.shape[-2:]
-    if overlap_mask and masks.shape[0] != num_images:
-        raise ValueError(
-            f"overlap_mask=True expects one index map per image, (B, Hm, Wm) with B = {num_images}; got "
-            f"batch['masks'] {tuple(masks.shape)}. Is the trainer's overlap_mask setting the one the "
-            "batch was built with?"
-        )
-    if not overlap_mask and masks.shape[0] != batch_idx.shape[0]:
-        raise ValueError(
-            f"overlap_mask=False expects one mask per instance, (N, Hm, Wm) with N = {batch_idx.shape[0]}; "
-            f"got batch['masks'] {tuple(masks.shape)}"
-        )
-    cxcy, wh = bboxes[:, :2].float(), bboxes[:, 2:].float()
-    scale = bboxes.new_tensor([wm, hm], dtype=torch.float32)
-    xyxy = torch.cat([(cxcy - wh / 2) * scale, (cxcy + wh / 2) * scale], dim=1)
-    counts = torch.bincount(batch_idx, minlength=num_images).tolist()  # host sync: instances per image
-    if len(counts) > num_images:
-        raise ValueError(
-            f"batch['batch_idx'] refers to image {len(counts) - 1} but the batch has {num_images}"
-        )
-    if overlap_mask and num_images > 0:
-        # (B, Hm, Wm) per-instance masks of a batch with as many instances as images pass the shape check;
-        # read as index maps they would drop instances. An index map never exceeds its image's count.
-        maxima = masks.reshape(num_images, -1).amax(dim=1).tolist()  # host sync, one per batch
-        for b, (peak, count) in enumerate(zip(maxima, counts)):
-            if peak > count:
-                raise ValueError(
-                    f"batch['masks'][{b}] has values up to {peak:g} but image {b} has {count} instances in "
-                    "batch['batch_idx']: with overlap_mask=True each map holds the values 1..count of its "
-                    "image. The masks look per-instance (N, Hm, Wm); set overlap_mask=False"
-                )
-    out_masks, out_boxes = [], []
-    for b, count in enumerate(counts):
-        rows = (batch_idx == b).nonzero()[:, 0]
-        out_boxes.append(xyxy[rows])
-        if overlap_mask:  # the image's instances, in batch order, are the values 1..count of its map
-            index = torch.arange(1, count + 1, device=masks.device)
-            out_masks.append(masks[b][None] == index[:, None, None])
-        else:
-            out_masks.append(masks[rows] > 0.5)
-    return out_masks, out_boxes
 
 
 class _YoloSeg(Framework):
@@ -264,8 +187,7 @@ def _check_model(model: object) -> nn.Module:
 
 def get_handle(model: nn.Module) -> DenseContrastHandle | None:
     """The handle attached to ``model`` (also on a deep copy of an attached model), or None."""
-    handle = find_handle(model)
-    return handle if handle is not None and isinstance(handle.framework, _YoloSeg) else None
+    return find_handle(model, _YoloSeg)
 
 
 _deprecated = deprecated_alias(_MODULE_PATH, "UltralyticsHandle", "DenseContrastHandle", DenseContrastHandle)
@@ -345,8 +267,7 @@ def attach(
     model = _check_model(model)
     weight = check_weight(weight)
     band = check_ignore_band(ignore_band)
-    if features not in _FEATURES:
-        raise ValueError(f"features must be one of {_FEATURES}; got {features!r}")
+    check_choice("features", features, _FEATURES)
     margin = check_margin(margin)
     size = check_output_size(output_size)
     if overlap_mask is not None and not isinstance(overlap_mask, bool):
