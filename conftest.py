@@ -120,7 +120,11 @@ def _check_command(line: str) -> None:
             if not word.startswith("-") and path_like and not (ROOT / word).exists():
                 raise AssertionError(f"{line!r}: {word} does not exist")
         for option in _options(words):
-            known = option.startswith("--benchmark") or option in ("--durations", "--doctest-modules")
+            known = option.startswith("--benchmark") or option in (
+                "--durations",
+                "--doctest-modules",
+                "--dist",  # pytest-xdist
+            )
             if not known and f'"{option}"' not in sources:
                 raise AssertionError(f"{line!r}: no conftest defines {option}")
         return
