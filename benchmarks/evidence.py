@@ -5,6 +5,7 @@ Usage::
     nice -n 10 python benchmarks/evidence.py --study      # the whole study, resumable (hours on 2 cores)
     python benchmarks/evidence.py --study --quick          # the same bookkeeping in seconds (smoke test)
     python benchmarks/evidence.py --regime scratch --variants dcl --weight 0.1 --seeds 3 4   # one batch
+    python benchmarks/evidence.py --regime scratch --variants dcl --weight 1.2 --head-only --seeds 3 4
     python benchmarks/evidence.py --study --device cuda    # the study with the demo's GPU configuration
     python benchmarks/render_evidence.py                   # docs/evidence.md tables and the plots
 
@@ -92,6 +93,8 @@ FINETUNE_WARMUP = 50
 FREEZE_AT = 2
 """Backbone stages kept frozen while fine-tuning: 1 the stem, 2 the stem and the first residual stage."""
 RECIPE_LRS = (1e-3, 3e-4)
+HEAD_ONLY = "headonly"
+"""The folder (below a regime's) of the +DCL runs whose loss trains the mask head only (``--head-only``)."""
 
 
 def profile_config(name: str, device: str) -> DemoConfig:
@@ -227,6 +230,72 @@ def finetune_init(checkpoint: Path, freeze_at: int) -> Callable[[nn.Module], Non
         freeze_stages(model, freeze_at)
 
     return init
+
+
+class _HeadOnlyMaskHead(nn.Module):
+    """The mask head, run a second time in training on the RoI features detached from the backbone
+    (before the normal pass); the second output waits in ``predictor.detached`` for the predictor."""
+
+    def __init__(self, head: nn.Module, predictor: _HeadOnlyPredictor) -> None:
+        super().__init__()
+        self.head = head
+        self.predictor = [predictor]  # a list: not a submodule (it is the model's own predictor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            # The same batch statistics as the normal pass, but with a momentum of 0 the running
+            # statistics stay as they are, so they are updated once per step, as in the unchanged model.
+            norms = [m for m in self.head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.momentum = 0.0
+            try:
+                self.predictor[0].detached = self.head(x.detach())
+            finally:
+                for m, momentum in zip(norms, momenta, strict=True):
+                    m.momentum = momentum
+                    if m.num_batches_tracked is not None:
+                        m.num_batches_tracked.sub_(1)
+        return self.head(x)
+
+
+class _HeadOnlyPredictor(nn.Module):
+    """torchvision's MaskRCNNPredictor whose mask logits, in training, read the normal features without
+    calling ``mask_fcn_logits`` (so no hook sees them), and which then calls ``mask_fcn_logits`` once on
+    the features of the detached pass: the loss's tap captures those, so its gradient reaches the
+    predictor's deconvolution and the mask head but stops at the RoI features. In evaluation it is the
+    unchanged predictor."""
+
+    def __init__(self, predictor: nn.Module) -> None:
+        super().__init__()
+        self.conv5_mask = predictor.conv5_mask
+        self.relu = predictor.relu
+        self.mask_fcn_logits = predictor.mask_fcn_logits
+        self.detached: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.relu(self.conv5_mask(x))
+        if not self.training:  # evaluation (and the compactness figures' tap) as in the unchanged model
+            return self.mask_fcn_logits(features)
+        logits = self.mask_fcn_logits._conv_forward(  # the module's own computation, without its hooks
+            features, self.mask_fcn_logits.weight, self.mask_fcn_logits.bias
+        )
+        if self.detached is not None:
+            detached, self.detached = self.detached, None
+            self.mask_fcn_logits(self.relu(self.conv5_mask(detached)))  # seen by the loss's tap only
+        return logits
+
+
+def mask_head_only(model: nn.Module) -> None:
+    """An ``init`` for +DCL runs whose loss trains the mask head only: the loss's gradient stops at the
+    RoI features, so it cannot reach the RPN, the FPN or the backbone (the mask loss's still does).
+
+    Costs one more pass of the mask head and the predictor's deconvolution per training step. The
+    mask logits, hence the mask loss and inference, are those of the unchanged model."""
+    roi_heads = model.roi_heads
+    predictor = _HeadOnlyPredictor(roi_heads.mask_predictor)
+    roi_heads.mask_head = _HeadOnlyMaskHead(roi_heads.mask_head, predictor)
+    roi_heads.mask_predictor = predictor
 
 
 def checkpoint_digest(path: Path) -> str:
@@ -549,12 +618,31 @@ def study_jobs(
             yield scratch_job(scratch, replace(base, weight=weight or base.weight), seed, variant), False
 
 
-def scratch_job(folder: Path, config: DemoConfig, seed: int, variant: str, *, tuning: bool = False) -> Job:
+def scratch_job(
+    folder: Path,
+    config: DemoConfig,
+    seed: int,
+    variant: str,
+    *,
+    tuning: bool = False,
+    head_only: bool = False,
+) -> Job:
+    """A from-scratch run; ``head_only``: +DCL whose gradient trains the mask head only
+    (:func:`mask_head_only`), written under ``headonly/`` with the λ in its file name's folder rules."""
+    if head_only:
+        folder = folder / HEAD_ONLY
     target = run_path(folder, seed, variant, config.weight)
-    label = f"scratch {'tuning ' if tuning else ''}seed {seed} {variant}" + (
-        f" λ={config.weight:g}" if variant == "dcl" else ""
+    label = (
+        f"scratch {'tuning ' if tuning else ''}seed {seed} {variant}"
+        + (f" λ={config.weight:g}" if variant == "dcl" else "")
+        + (" (mask head only)" if head_only else "")
     )
-    compute = lambda: run_record(config, seed, variant, regime="scratch", tuning=tuning)  # noqa: E731
+    init = mask_head_only if head_only else None
+    extra = {"dcl_gradient": "mask head only"} if head_only else None
+
+    def compute() -> dict[str, Any]:
+        return run_record(config, seed, variant, regime="scratch", tuning=tuning, init=init, extra=extra)
+
     return Job(target, label, compute, log=folder)
 
 
@@ -574,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run"
     )
+    parser.add_argument(
+        "--head-only",
+        action="store_true",
+        help="without --study, scratch regime, +DCL only: the loss's gradient trains the mask head only "
+        "(stops at the RoI features); runs go under headonly/",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"pretrained checkpoints (default {CACHE})")
     args = parser.parse_args(argv)
@@ -592,13 +686,16 @@ def main(argv: list[str] | None = None) -> int:
             study.run(job, wait=wait)
         study.say("study: finished")
         return 0
+    if args.head_only and (args.regime != "scratch" or args.variants != ["dcl"]):
+        parser.error("--head-only runs +DCL from scratch: pass --regime scratch --variants dcl")
     if args.regime == "scratch":
         folder = args.results / profile / ("tuning" if args.tuning else "")
         study = Study(folder)
         for seed in args.seeds:
             for variant in args.variants:
                 config = replace(base, weight=args.weight)
-                study.run(scratch_job(folder, config, seed, variant, tuning=args.tuning))
+                job = scratch_job(folder, config, seed, variant, tuning=args.tuning, head_only=args.head_only)
+                study.run(job)
         return 0
     # one batch of fine-tuning runs, with the recorded recipe unless --lr is given
     fine = args.results / "finetune" / profile

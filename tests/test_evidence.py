@@ -269,3 +269,69 @@ def test_checkpoint_digest_names_the_file_content(tmp_path):
     assert len(evidence.checkpoint_digest(a)) == 16
     extra = evidence.run_extra(evidence.pretraining_for(QUICK, quick=True), a)
     assert extra["pretraining"]["checkpoint_sha256"] == evidence.checkpoint_digest(a)
+
+
+def _tiny_batch(seed: int = 0):
+    data, _ = evidence.datasets(replace(QUICK, seed=seed).resolved())
+    images, targets = zip(*(data[i] for i in range(2)))
+    return list(images), list(targets)
+
+
+def test_mask_head_only_stops_the_losss_gradient_at_the_roi_features():
+    """The loss's gradient reaches the mask head and the predictor's deconvolution, nothing before the
+    RoI features; the mask loss's gradient still reaches the backbone."""
+    from densecontrast.adapters.torchvision import attach
+
+    torch.manual_seed(0)
+    model = evidence.build_model(QUICK)
+    evidence.mask_head_only(model)
+    attach(model, weight=1.2)
+    model.train()
+    images, targets = _tiny_batch()
+    losses = model(images, targets)
+    assert losses["loss_dcl"].item() > 0
+    head = [p for p in model.roi_heads.mask_head.parameters()]
+    deconv = list(model.roi_heads.mask_predictor.conv5_mask.parameters())
+    before = [p for p in model.backbone.parameters()] + [p for p in model.rpn.parameters()]
+    grads = torch.autograd.grad(losses["loss_dcl"], head + deconv + before, allow_unused=True)
+    n = len(head) + len(deconv)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[:n])
+    assert all(g is None or not g.any() for g in grads[n:])
+    mask_grads = torch.autograd.grad(losses["loss_mask"], before, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in mask_grads)
+
+
+def test_mask_head_only_changes_neither_the_mask_loss_nor_the_outputs():
+    """The mask loss in training and the outputs in evaluation equal those of the unchanged model with
+    the same weights, bit for bit."""
+    torch.manual_seed(0)
+    plain = evidence.build_model(QUICK)
+    routed = evidence.build_model(QUICK)
+    routed.load_state_dict(plain.state_dict())
+    evidence.mask_head_only(routed)
+    images, targets = _tiny_batch()
+    for model in (plain, routed):
+        model.train()
+    torch.manual_seed(1)
+    expected = plain(images, targets)
+    torch.manual_seed(1)
+    got = routed(images, targets)
+    assert torch.equal(got["loss_mask"], expected["loss_mask"])
+    plain.eval(), routed.eval()
+    with torch.no_grad():
+        for a, b in zip(plain(images), routed(images), strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_head_only_runs_go_to_their_own_folder_and_need_scratch_dcl(tmp_path, fake_runs):
+    code = evidence.main(
+        ["--quick", "--regime", "scratch", "--variants", "dcl", "--weight", "1.2", "--head-only", "--seeds", "3",
+         "--results", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads((tmp_path / "quick" / "headonly" / "seed3_dcl.json").read_text())
+    assert record["config"]["dcl_gradient"] == "mask head only" and record["weight"] == 1.2
+    with pytest.raises(SystemExit):
+        evidence.main(["--quick", "--regime", "finetune", "--variants", "dcl", "--head-only"])
+    with pytest.raises(SystemExit):
+        evidence.main(["--quick", "--regime", "scratch", "--head-only"])  # the Baseline too
