@@ -378,6 +378,57 @@ def plot_lambda(regimes: dict[str, dict[tuple[int, str], dict]], path: Path) -> 
     fig.savefig(path, dpi=100)
 
 
+HEAD_ONLY_KEYS = (("ap", "AP"), ("box_ap", "box AP"), ("FN", "ΔAP_FN"), ("intra", "intra"))
+
+
+def render_head_only(scratch: dict[tuple[int, str], dict], head: dict[int, dict]) -> str:
+    """The from-scratch +DCL runs whose loss trains the mask head only, beside the Baseline and the
+    full +DCL run of the same λ and seed, with paired differences (markdown)."""
+    if not head:
+        return ""
+    weights = {float(r["config"]["weight"]) for r in head.values()}
+    w = weights.pop() if len(weights) == 1 else math.nan
+    full = next((v for v in variants_of(scratch)[1:] if weight_of(v, scratch) == w), None)
+    heads = [h for _, h in HEAD_ONLY_KEYS]
+    lines = [
+        f"**Mask head only** (`--head-only`): +DCL at λ = {w:g} with the loss's gradient stopped at the "
+        "RoI features, so it trains the mask head and the predictor's deconvolution but not the RPN, the "
+        "FPN or the backbone (the mask loss still trains everything). Every such run, beside the "
+        "Baseline and the full +DCL run of the same seed:",
+        "",
+        "| seed | model | " + " | ".join(heads) + " |",
+        "|" + "---|" * (2 + len(heads)),
+    ]
+    rows = {"Baseline": "baseline", f"+DCL λ={w:g}": full}
+    for seed in sorted(head):
+        for name, variant in rows.items():
+            r = scratch.get((seed, variant)) if variant else None
+            if r is not None:
+                cells = [f"{value(r, k):.{digits_of(k)}f}" for k, _ in HEAD_ONLY_KEYS]
+                lines.append(f"| {seed} | {name} | " + " | ".join(cells) + " |")
+        cells = [f"{value(head[seed], k):.{digits_of(k)}f}" for k, _ in HEAD_ONLY_KEYS]
+        lines.append(f"| {seed} | +DCL λ={w:g}, mask head only | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences over the seeds that have both runs (95% interval, paired t):", "",
+              "| difference | n | " + " | ".join(heads) + " |", "|" + "---|" * (2 + len(heads))]  # fmt: skip
+    pairs = [("mask head only − Baseline", "baseline"), (f"mask head only − full +DCL λ={w:g}", full)]
+    for label, variant in pairs:
+        seeds = [s for s in sorted(head) if variant and (s, variant) in scratch]
+        if not seeds:
+            continue
+        cells = []
+        for k, _ in HEAD_ONLY_KEYS:
+            diffs = [value(head[s], k) - value(scratch[(s, variant)], k) for s in seeds]
+            cells.append(fmt_interval(*paired_interval(diffs), digits_of(k)))
+        lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def load_head_only(folder: Path) -> dict[int, dict]:
+    """The head-only +DCL runs (``headonly/seed<s>_dcl.json``) by seed."""
+    return {int(json.loads(p.read_text())["seed"]): json.loads(p.read_text())
+            for p in sorted(folder.glob("seed*_dcl.json"))}  # fmt: skip
+
+
 def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
     """The generated part of the page and a summary (per regime: per variant the paired AP interval)."""
     scratch = load(results / profile)
@@ -388,6 +439,7 @@ def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tupl
     parts.append(tuning_table(runs_t, "Tuning split of the fine-tuning regime (chose the recipe and λ; never "
                               "used for the evaluation above)", choices))  # fmt: skip
     parts += ["### From-scratch regime", "", render_regime("scratch", scratch, seeds, "evidence_lambda.png")]
+    parts.append(render_head_only(scratch, load_head_only(results / profile / "headonly")))
     parts.append(tuning_table(load(results / profile / "tuning"), "Tuning split of the from-scratch regime "
                               "(chose the demo's λ)", []))  # fmt: skip
     regimes = {"scratch": scratch, "finetune": fine}

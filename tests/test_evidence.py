@@ -335,3 +335,19 @@ def test_head_only_runs_go_to_their_own_folder_and_need_scratch_dcl(tmp_path, fa
         evidence.main(["--quick", "--regime", "finetune", "--variants", "dcl", "--head-only"])
     with pytest.raises(SystemExit):
         evidence.main(["--quick", "--regime", "scratch", "--head-only"])  # the Baseline too
+
+
+def test_render_puts_head_only_runs_beside_their_baseline_and_full_run(tmp_path, fake_runs):
+    results = tmp_path / "results"
+    evidence.main(
+        ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    )
+    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    assert "Mask head only" not in body  # no head-only run yet: no section
+    head = ["--quick", "--regime", "scratch", "--variants", "dcl", "--weight", "1.2", "--head-only"]
+    evidence.main([*head, "--seeds", "0", "1", "--results", str(results)])
+    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    # fake AP from scratch: Baseline 30.0 + 0.2 s, +DCL λ=1.2 (either way) 31.2 + 0.2 s
+    assert "| 1 | Baseline | 30.2 |" in body and "| 1 | +DCL λ=1.2, mask head only | 31.4 |" in body
+    assert "| mask head only − Baseline | 2 | +1.2 [+1.2, +1.2]" in body
+    assert "| mask head only − full +DCL λ=1.2 | 2 | +0.0 [+0.0, +0.0]" in body
