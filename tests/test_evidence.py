@@ -324,10 +324,8 @@ def test_mask_head_only_changes_neither_the_mask_loss_nor_the_outputs():
 
 
 def test_head_only_runs_go_to_their_own_folder_and_need_scratch_dcl(tmp_path, fake_runs):
-    code = evidence.main(
-        ["--quick", "--regime", "scratch", "--variants", "dcl", "--weight", "1.2", "--head-only", "--seeds", "3",
-         "--results", str(tmp_path)]
-    )  # fmt: skip
+    head = ["--quick", "--regime", "scratch", "--variants", "dcl", "--weight", "1.2", "--head-only"]
+    code = evidence.main([*head, "--seeds", "3", "--results", str(tmp_path)])
     assert code == 0
     record = json.loads((tmp_path / "quick" / "headonly" / "seed3_dcl.json").read_text())
     assert record["config"]["dcl_gradient"] == "mask head only" and record["weight"] == 1.2
