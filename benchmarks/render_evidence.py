@@ -205,6 +205,25 @@ def render_regime(regime: str, runs: dict[tuple[int, str], dict], seeds: list[in
         f'(split "train", seed s), evaluated on {c["val_images"]} held-out images (split "val", seed s).'
     )
     lines.append("")
+    starts: dict[str, dict[str, set]] = {}
+    for (seed, _), r in runs.items():
+        digest = start_of(r)
+        if digest is not None:
+            entry = starts.setdefault(digest, {"seeds": set(), "cpus": set()})
+            entry["seeds"].add(seed)
+            entry["cpus"].add(r.get("machine", {}).get("cpu") or "CPU not recorded")
+    if len(starts) > 1:
+        described = "; ".join(
+            f"`{d}` for seed{'s' if len(e['seeds']) > 1 else ''} {', '.join(map(str, sorted(e['seeds'])))} "
+            f"(run on {', '.join(sorted(e['cpus']))})"
+            for d, e in sorted(starts.items(), key=lambda item: min(item[1]["seeds"]))
+        )
+        lines += [
+            f"The pretrained checkpoint was made {len(starts)} times, once per machine the study ran on, "
+            f"and differs in its bits: {described}. Every paired difference below pairs runs from the "
+            "same checkpoint.",
+            "",
+        ]
     if missing:
         lines += [f"**Not finished yet:** {', '.join(missing)}. The tables hold the finished runs only.", ""]
     heads = [h for _, h, _ in METRICS] + [h for _, h, _ in COMPACT]

@@ -261,6 +261,25 @@ def test_runs_from_different_checkpoints_are_not_paired(tmp_path, fake_runs):
     assert render_evidence.paired(runs, "dcl@0.3")[0] == [1]  # seed 0's Baseline has a digest, λ=0.3's not
 
 
+def test_the_page_names_each_checkpoint_and_its_seeds(tmp_path, fake_runs):
+    results = tmp_path / "results"
+    evidence.main(
+        ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
+    )
+    fine = results / "finetune" / "quick"
+    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    assert "checkpoint was made" not in body  # one checkpoint: nothing to say
+    for seed, digest, cpu in ((0, "aaaa", "One CPU"), (1, "bbbb", "Other CPU")):
+        for path in fine.glob(f"**/seed{seed}_*.json"):
+            record = json.loads(path.read_text())
+            record["config"].setdefault("pretraining", {})["checkpoint_sha256"] = digest
+            record["machine"] = {"cpu": cpu}
+            path.write_text(json.dumps(record))
+    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    assert "The pretrained checkpoint was made 2 times" in body
+    assert "`aaaa` for seed 0 (run on One CPU); `bbbb` for seed 1 (run on Other CPU)" in body
+
+
 def test_checkpoint_digest_names_the_file_content(tmp_path):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     a.write_bytes(b"one")
