@@ -29,3 +29,23 @@ def test_resolved_fills_the_standard_widths() -> None:
 def test_the_demo_weight_has_a_measured_noise() -> None:
     """The console judges the default run's difference against the evidence page's noise at its λ."""
     assert DemoConfig().weight in PAIRED_AP_STD
+
+
+def test_the_demo_noise_is_the_evidence_study_spread() -> None:
+    """PAIRED_AP_STD is the standard deviation over the from-scratch seeds of the committed evidence runs."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    from densecontrast.demo.config import PAIRED_AP_SEEDS
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evidence" / "cpu"
+    first, last = map(int, PAIRED_AP_SEEDS.split("-"))
+    for weight, std in PAIRED_AP_STD.items():
+        sub = folder if weight == 1.2 else folder / f"weight{weight:g}"
+        diffs = [
+            100 * (json.loads((sub / f"seed{s}_dcl.json").read_text())["ap"]
+                   - json.loads((folder / f"seed{s}_baseline.json").read_text())["ap"])
+            for s in range(first, last + 1)
+        ]  # fmt: skip
+        assert round(statistics.stdev(diffs), 1) == std, weight

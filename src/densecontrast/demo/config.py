@@ -8,10 +8,12 @@ from dataclasses import dataclass, fields, replace
 DEFAULT_OUT = "densecontrast-demo"
 DEFAULT_WEIGHT = 0.1
 """λ, the weight of the loss in the demo (chosen on the tuning split: docs/demo.md)."""
-PAIRED_AP_STD = {0.1: 2.0, 1.2: 1.7}
-"""λ -> standard deviation over seeds 0, 1, 2 of (+DCL AP - Baseline AP) in AP points, the seed-to-seed
-noise of the demo's comparison: docs/evidence.md, "Mean ± standard deviation over seeds", rows
-"+DCL λ=... - Baseline (paired)" (CPU configuration, 1200 steps, from scratch)."""
+PAIRED_AP_STD = {0.1: 1.7, 1.2: 2.6}
+"""λ -> standard deviation over seeds 0 to 4 of (+DCL AP - Baseline AP) in AP points, the seed-to-seed
+noise of the demo's comparison, from the from-scratch runs of the evidence study
+(``benchmarks/results/evidence/cpu/``, CPU configuration, 1200 steps; docs/evidence.md)."""
+PAIRED_AP_SEEDS = "0-4"
+"""The seeds ``PAIRED_AP_STD`` was measured over, as the demo prints them."""
 SCORE_THRESHOLD = 0.5
 """Detections below this score are not drawn in the pictures (AP uses every detection)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import PAIRED_AP_STD, SCORE_THRESHOLD
+from .config import PAIRED_AP_SEEDS, PAIRED_AP_STD, SCORE_THRESHOLD
 
 _TYPES = ("fFP", "bFP", "FN")
 
@@ -67,7 +67,7 @@ def did_it_help(baseline_ap: float, dcl_ap: float, *, weight: float, steps: int)
     Examples:
         >>> print(did_it_help(0.30, 0.35, weight=0.1, steps=1200))  # doctest: +NORMALIZE_WHITESPACE
         Did the loss help? +DCL - Baseline = +5.0 AP points (this seed).
-          Seed-to-seed noise of this difference: standard deviation 2.0 AP points over seeds 0-2
+          Seed-to-seed noise of this difference: standard deviation 1.7 AP points over seeds 0-4
           (docs/evidence.md, λ = 0.1, 1200 steps).
           +5.0 is more than twice that: larger than the seed-to-seed noise.
     """
@@ -87,7 +87,8 @@ def did_it_help(baseline_ap: float, dcl_ap: float, *, weight: float, steps: int)
         verdict = "less than twice that, so one seed cannot tell it from no change"
     note = "" if steps == 1200 else f"; this run trained {steps} steps, so its noise may differ"
     lines.append(
-        f"  Seed-to-seed noise of this difference: standard deviation {std:.1f} AP points over seeds 0-2\n"
+        f"  Seed-to-seed noise of this difference: standard deviation {std:.1f} AP points over seeds "
+        f"{PAIRED_AP_SEEDS}\n"
         f"  (docs/evidence.md, λ = {weight:g}, 1200 steps{note}).\n  {diff:+.1f} is {verdict}."
     )
     return "\n".join(lines)
