@@ -240,3 +240,15 @@ def test_with_replacement_draws_every_member_of_large_rows_uniformly() -> None:
         expected = trials * k / support.numel()
         stat = float(((counts - expected) ** 2 / expected).sum())
         assert stat < chi2.ppf(0.999, support.numel() - 1), stat
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_each_set_comes_in_increasing_pixel_order(replacement: bool) -> None:
+    """The loss gathers faster over increasing indices; the sets themselves are the same draws."""
+    masks = torch.zeros(5, 12, 12, dtype=torch.bool)
+    masks[:, 3:9, 2:10] = True
+    s = sample_pixels(masks, 8, replacement=replacement, generator=torch.Generator().manual_seed(3))
+    for indices in (s.anchors, s.positives, s.negatives):
+        assert bool((indices[:, 1:] >= indices[:, :-1]).all())
+        if not replacement:  # without replacement a set has no repeats, so the order is strict
+            assert bool((indices[:, 1:] > indices[:, :-1]).all())

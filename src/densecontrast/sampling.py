@@ -89,9 +89,11 @@ def _sample(
         n_in = inside.sum(dim=1)
         n_out = num_pixels - not_outside.sum(dim=1)
         valid = (n_in >= lo) & (n_out >= lo)
-    if replacement:
-        return _with_replacement(inside, not_outside, k, generator), valid
-    return _without_replacement(inside, not_outside, k, generator), valid
+    draw = _with_replacement if replacement else _without_replacement
+    # Each set in pixel order: the loss is the same for any order within a set (every anchor meets
+    # every positive and every negative), and on the CPU the gather and its backward's scatter run
+    # two to three times as fast over increasing indices (docs/performance.md).
+    return draw(inside, not_outside, k, generator).sort(dim=2).values, valid
 
 
 def _without_replacement(
@@ -148,7 +150,8 @@ def sample_pixels(
 
     Returns:
         PixelSamples ``(anchors, positives, negatives, valid)``: three int64 (R, K) tensors of flat
-        indices into H*W (row-major) and a bool (R,) validity flag.
+        indices into H*W (row-major), each row in increasing order (a set's order does not change the
+        loss, and increasing indices make the gather faster), and a bool (R,) validity flag.
 
     Raises:
         TypeError: masks is not a tensor, or k not an int.
