@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent
@@ -277,9 +278,8 @@ class _HeadOnlyPredictor(nn.Module):
         features = self.relu(self.conv5_mask(x))
         if not self.training:  # evaluation (and the compactness figures' tap) as in the unchanged model
             return self.mask_fcn_logits(features)
-        logits = self.mask_fcn_logits._conv_forward(  # the module's own computation, without its hooks
-            features, self.mask_fcn_logits.weight, self.mask_fcn_logits.bias
-        )
+        conv = self.mask_fcn_logits  # a 1x1 convolution, applied without its hooks
+        logits = F.conv2d(features, conv.weight, conv.bias)
         if self.detached is not None:
             detached, self.detached = self.detached, None
             self.mask_fcn_logits(self.relu(self.conv5_mask(detached)))  # seen by the loss's tap only

@@ -444,8 +444,8 @@ def render_head_only(scratch: dict[tuple[int, str], dict], head: dict[int, dict]
 
 def load_head_only(folder: Path) -> dict[int, dict]:
     """The head-only +DCL runs (``headonly/seed<s>_dcl.json``) by seed."""
-    return {int(json.loads(p.read_text())["seed"]): json.loads(p.read_text())
-            for p in sorted(folder.glob("seed*_dcl.json"))}  # fmt: skip
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*_dcl.json"))]
+    return {int(r["seed"]): r for r in records}
 
 
 def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:

@@ -199,7 +199,7 @@ def _cpu_vendor() -> str:
     except OSError:
         pass
     name = platform.processor()
-    if "GenuineIntel" in name or "Intel" in name:
+    if "Intel" in name:
         return "GenuineIntel"
     if "AMD" in name:
         return "AuthenticAMD"

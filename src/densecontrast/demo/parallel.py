@@ -129,18 +129,15 @@ def _stop(process: Any) -> None:
     """End a run's process and whatever it started (its DataLoader worker), and wait for it.
 
     Each run makes its own process group (``_child``), so one signal to the group reaches the worker
-    too, which would otherwise outlive its run by a few seconds; where there are no process groups,
-    or the run has not made its group yet, the run alone is terminated."""
-    if process.is_alive():
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except (AttributeError, ProcessLookupError, PermissionError):
-            process.terminate()
-    process.join()
-    try:  # a worker that outlived a run that had ended by itself
+    too, which would otherwise outlive its run by a few seconds; a run that has already ended is then
+    a zombie of the group, which the signal leaves alone. Where there are no process groups, or the run
+    has not made its group yet, the run alone is terminated."""
+    try:
         os.killpg(process.pid, signal.SIGTERM)
     except (AttributeError, ProcessLookupError, PermissionError):
-        pass
+        if process.is_alive():
+            process.terminate()
+    process.join()
 
 
 @dataclass
