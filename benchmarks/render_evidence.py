@@ -448,8 +448,12 @@ def load_head_only(folder: Path) -> dict[int, dict]:
     return {int(r["seed"]): r for r in records}
 
 
-def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
-    """The generated part of the page and a summary (per regime: per variant the paired AP interval)."""
+def render(
+    results: Path, profile: str, img_dir: Path | None, seeds: list[int]
+) -> tuple[str, dict[str, Any]]:
+    """The generated part of the page and a summary (per regime: per variant the paired AP interval).
+
+    The ΔAP-vs-λ plot goes to ``img_dir`` (not drawn when it is None)."""
     scratch = load(results / profile)
     fine = load(results / "finetune" / profile)
     parts = ["### Fine-tuning regime (pretrained backbone, the paper's regime)", "",
@@ -462,7 +466,7 @@ def render(results: Path, profile: str, img_dir: Path, seeds: list[int]) -> tupl
     parts.append(tuning_table(load(results / profile / "tuning"), "Tuning split of the from-scratch regime "
                               "(chose the demo's λ)", []))  # fmt: skip
     regimes = {"scratch": scratch, "finetune": fine}
-    if scratch or fine:
+    if img_dir is not None and (scratch or fine):
         plot_lambda({k: v for k, v in regimes.items() if v}, img_dir / "evidence_lambda.png")
     summary = {
         regime: {

@@ -31,7 +31,7 @@ QUICK = evidence.profile_config("quick", "cpu")
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """The quick profile's pretraining spec, its cache folder and the checkpoint trained into it (once)."""
-    spec = evidence.pretraining_for(QUICK, quick=True)
+    spec = replace(evidence.pretraining_for(QUICK, quick=True), steps=1)
     cache = tmp_path_factory.mktemp("pretrained")
     return spec, cache, evidence.pretrained_checkpoint(spec, cache, log=lambda m: None)
 
@@ -267,7 +267,7 @@ def test_the_page_names_each_checkpoint_and_its_seeds(tmp_path, fake_runs):
         ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
     )
     fine = results / "finetune" / "quick"
-    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    body, _ = render_evidence.render(results, "quick", None, [0, 1])
     assert "checkpoint was made" not in body  # one checkpoint: nothing to say
     for seed, digest, cpu in ((0, "aaaa", "One CPU"), (1, "bbbb", "Other CPU")):
         for path in fine.glob(f"**/seed{seed}_*.json"):
@@ -275,7 +275,7 @@ def test_the_page_names_each_checkpoint_and_its_seeds(tmp_path, fake_runs):
             record["config"].setdefault("pretraining", {})["checkpoint_sha256"] = digest
             record["machine"] = {"cpu": cpu}
             path.write_text(json.dumps(record))
-    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    body, _ = render_evidence.render(results, "quick", None, [0, 1])
     assert "The pretrained checkpoint was made 2 times" in body
     assert "`aaaa` for seed 0 (run on One CPU); `bbbb` for seed 1 (run on Other CPU)" in body
 
@@ -359,11 +359,11 @@ def test_render_puts_head_only_runs_beside_their_baseline_and_full_run(tmp_path,
     evidence.main(
         ["--study", "--quick", "--results", str(results), "--cache", str(tmp_path), "--seeds", "0", "1"]
     )
-    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    body, _ = render_evidence.render(results, "quick", None, [0, 1])
     assert "Mask head only" not in body  # no head-only run yet: no section
     head = ["--quick", "--regime", "scratch", "--variants", "dcl", "--weight", "1.2", "--head-only"]
     evidence.main([*head, "--seeds", "0", "1", "--results", str(results)])
-    body, _ = render_evidence.render(results, "quick", tmp_path, [0, 1])
+    body, _ = render_evidence.render(results, "quick", None, [0, 1])
     # fake AP from scratch: Baseline 30.0 + 0.2 s, +DCL λ=1.2 (either way) 31.2 + 0.2 s
     assert "| 1 | Baseline | 30.2 |" in body and "| 1 | +DCL λ=1.2, mask head only | 31.4 |" in body
     assert "| mask head only − Baseline | 2 | +1.2 [+1.2, +1.2]" in body
