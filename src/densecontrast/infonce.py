@@ -69,19 +69,35 @@ def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: in
     return grad.expand(num_rois) if reduction == "sum" else grad
 
 
-def _similarities(z: Tensor, num_anchors: int, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Norms (R, 1, M), unit features (R, D, M) and anchor similarities / tau (R, A, M - A)."""
-    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min_(_EPS)
-    zhat = z / norm
+class _Similarities(NamedTuple):
+    """What the infoNCE forward computes from z (R, D, M) before the log-sum-exp."""
+
+    sq: Tensor  # (R, 1, M) squared norms, clamped below at eps**2
+    inv: Tensor  # (R, 1, M) inverse norms, 1 / max(|z|, eps)
+    outer: Tensor  # (R, A, M - A) products of an anchor's and a key's inverse norms
+    sim: Tensor  # (R, A, M - A) cosine similarities / tau
+
+
+def _similarities(z: Tensor, num_anchors: int, tau: float) -> _Similarities:
+    """Anchor-to-key similarities without normalising z itself.
+
+    The Gram matrix of the raw features is scaled by the inverse norms afterwards, which touches R x A x
+    (M - A) numbers instead of the R x D x M of a normalised copy of z. The norms come from a plain sum of
+    squares, which on the CPU runs about 3x faster than ``linalg.vector_norm`` across the channel dimension.
+    Clamping the squared norm at eps**2 is clamping the norm at eps, as ``F.normalize`` does.
+    """
+    sq = (z * z).sum(dim=1, keepdim=True).clamp_min_(_EPS * _EPS)
+    inv = sq.rsqrt()
+    outer = inv[:, :, :num_anchors].transpose(1, 2) * inv[:, :, num_anchors:]
     # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
     sim = torch.baddbmm(
-        norm[:, :, :1],
-        zhat[:, :, :num_anchors].transpose(1, 2),
-        zhat[:, :, num_anchors:],
+        sq[:, :, :1],
+        z[:, :, :num_anchors].transpose(1, 2),
+        z[:, :, num_anchors:],
         beta=0.0,
         alpha=1.0 / tau,
-    )
-    return norm, zhat, sim
+    ).mul_(outer)
+    return _Similarities(sq, inv, outer, sim)
 
 
 class _Config(NamedTuple):
@@ -122,18 +138,18 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
-        norm, _, sim = _similarities(z, config.anchors, config.tau)
+        sq, _, outer, sim = _similarities(z, config.anchors, config.tau)
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
         margin = lse - sim[..., : config.positives]  # (R, A, P)
         per_roi = F.softplus(margin).mean(dim=(1, 2))
         weights = _roi_weights(valid, config.reduction, per_roi.dtype)
-        ctx.save_for_backward(z, norm, sim, lse, margin, weights)
+        ctx.save_for_backward(z, sq, outer, sim, lse, margin, weights)
         ctx.config = config
         return _reduce(per_roi, weights, config.reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        z, norm, sim, lse, margin, weights = ctx.saved_tensors
+        z, sq, outer, sim, lse, margin, weights = ctx.saved_tensors
         config: _Config = ctx.config
         if torch.is_grad_enabled():
             return _differentiable_grad(z, grad, weights, config), None, None
@@ -148,15 +164,20 @@ class _InfoNCE(torch.autograd.Function):
             d_sim[..., :p] = -d_margin  # dynamo does not trace out= into a view; inductor fuses this anyway
         else:
             torch.neg(d_margin, out=d_sim[..., :p])
-        zhat = z / norm
-        anchors, keys = zhat[:, :, :a], zhat[:, :, a:]
+        # With unit features u = z/|z| and g = d loss / d u, the gradient is (g - u <u, g>) / |z|. Both
+        # parts are written in the raw z, so no normalised copy of z is made:
+        # - g / |z| at an anchor is scale * sum_v z_v d_sim_uv outer_uv, likewise at a positive or
+        #   negative: Gram products on the R x A x (M - A) coefficients d_sim * outer;
+        # - u <u, g> / |z| = z <u, g> / |z|^2, and <u, g> = scale tau sum_v d_sim_uv sim_uv needs only the
+        #   similarities (sim holds cosines / tau). The GEMMs' beta applies -scale tau to that part.
         scale = 1.0 / (a * p * config.tau)
-        d_anchors = torch.baddbmm(norm[:, :, :1], keys, d_sim.transpose(1, 2), beta=0.0, alpha=scale)
-        d_keys = torch.baddbmm(norm[:, :, :1], anchors, d_sim, beta=0.0, alpha=scale)
-        d_zhat = torch.cat([d_anchors, d_keys], dim=2)
-        # Through the normalisation: (d_zhat - zhat <zhat, d_zhat>) / |z|.
-        radial = (d_zhat * zhat).sum(1, keepdim=True)
-        return d_zhat.addcmul_(zhat, radial, value=-1.0).div_(norm), None, None
+        gs = d_sim * outer
+        d_sim.mul_(sim)
+        radial = torch.cat([d_sim.sum(2, keepdim=True).transpose(1, 2), d_sim.sum(1, keepdim=True)], dim=2)
+        d_z = z * radial.div_(sq)
+        d_z[:, :, :a].baddbmm_(z[:, :, a:], gs.transpose(1, 2), beta=-scale * config.tau, alpha=scale)
+        d_z[:, :, a:].baddbmm_(z[:, :, :a], gs, beta=-scale * config.tau, alpha=scale)
+        return d_z, None, None
 
 
 def _info_nce(
