@@ -448,9 +448,7 @@ def load_head_only(folder: Path) -> dict[int, dict]:
     return {int(r["seed"]): r for r in records}
 
 
-def render(
-    results: Path, profile: str, img_dir: Path | None, seeds: list[int]
-) -> tuple[str, dict[str, Any]]:
+def render(results: Path, profile: str, img_dir: Path | None, seeds: list[int]) -> tuple[str, dict[str, Any]]:
     """The generated part of the page and a summary (per regime: per variant the paired AP interval).
 
     The ΔAP-vs-λ plot goes to ``img_dir`` (not drawn when it is None)."""

@@ -7,6 +7,7 @@ from hypothesis import given
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import densecontrast.gather as gather_module
 from densecontrast import DenseContrastiveLoss, gather_pixels, sample_pixels
 from densecontrast.gather import gather_pixels_passthrough
 
@@ -59,6 +60,41 @@ def test_gradcheck(channels_last: bool) -> None:
     index = torch.tensor([[0, 14, 14, 3, 7], [2, 2, 2, 2, 2], [13, 1, 0, 1, 9]])
     assert torch.autograd.gradcheck(lambda f: gather_pixels(f, index), (feats,))
     assert torch.autograd.gradgradcheck(lambda f: gather_pixels(f, index), (feats,))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_cpus_sorted_walk_gives_the_same_bits_as_the_index_order(
+    channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU the gather walks a sorted copy of the index (docs/performance.md); rows and gradient,
+    with repeated indices summed in float32, are bit for bit those of walking the index as given."""
+    g = torch.Generator().manual_seed(0)
+    feats = _layout(torch.randn(6, 5, 7, 7, generator=g), channels_last)
+    index = torch.randint(49, (6, 40), generator=g)  # unsorted, with repeats
+    weights = torch.randn(6, 40, 5, generator=g)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = feats.detach().requires_grad_(True)
+        rows = gather_pixels(leaf, index)
+        (rows * weights).sum().backward()
+        return rows.detach(), leaf.grad
+
+    sorted_walk = run()
+    monkeypatch.setattr(gather_module, "_host_checks", lambda t: False)  # as on an accelerator
+    given_walk = run()
+    assert torch.equal(sorted_walk[0], given_walk[0]) and torch.equal(sorted_walk[1], given_walk[1])
+    assert torch.equal(sorted_walk[0], naive_gather(feats, index))
+
+
+def test_an_increasing_index_is_walked_as_given() -> None:
+    index = torch.tensor([[0, 3, 3, 8], [1, 2, 5, 7]])
+    order = gather_module._order(index)
+    assert order.walk is index and order.to_caller is None and order.from_caller is None
+    shuffled = index.flip(1)
+    order = gather_module._order(shuffled)
+    assert torch.equal(order.walk, index)
+    assert torch.equal(order.walk.gather(1, order.to_caller), shuffled)
+    assert torch.equal(shuffled.gather(1, order.from_caller), order.walk)
 
 
 def test_empty_index_gives_zero_gradient() -> None:

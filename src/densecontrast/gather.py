@@ -9,12 +9,18 @@ allocates the gradient of ``feats`` once and scatters into it once.
 Internally the gathered rows are kept channels-first, (R, C, N): that is what one ``gather`` along the
 pixel dimension of ``feats`` viewed as (R, C, H*W) writes, for contiguous and channels_last ``feats``
 alike, and what the projection's 1x1 convolutions read. The public functions return the (R, N, C) view.
+
+On the CPU the gather and the scatter are bound by the latency of the cache lines they walk, and they
+run about twice as fast when each RoI's indices increase: one forward sweep along every channel row
+instead of several. The loss's index is three sorted sets side by side, so on the CPU the index is
+sorted first and the rows are put back in the caller's order by a second gather over the small (R, C, N)
+rows (the backward does the reverse), which costs less than it saves (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,20 +34,67 @@ def _pixels(feats: Tensor) -> Tensor:
     return feats.reshape(r, c, h * w)
 
 
-def _gather(feats: Tensor, index: Tensor, valid: Tensor | None) -> Tensor:
-    """Rows (R, C, N); with ``valid`` (R,), the rows of invalid RoIs are exactly zero (even for NaN feats)."""
+class _Order(NamedTuple):
+    """How a gather walks ``feats``: ``walk`` (R, N) is the index it reads and the scatter writes; when it
+    is the caller's index sorted, ``to_caller`` (R, N) puts the gathered rows back in the caller's order and
+    ``from_caller`` (R, N) takes gradient rows from that order to the sorted one (both None otherwise)."""
+
+    walk: Tensor
+    to_caller: Tensor | None
+    from_caller: Tensor | None
+
+
+def _order(index: Tensor) -> _Order:
+    """The walk for ``index``: sorted along N on the CPU unless it already increases; as given where its
+    order cannot be checked without waiting for a device or breaking a compiled graph."""
+    if not _host_checks(index) or index.shape[1] < 2:
+        return _Order(index, None, None)
+    if bool((index[:, 1:] >= index[:, :-1]).all()):
+        return _Order(index, None, None)
+    # Stable: equal indices keep the caller's order, so the scatter adds them in the same order.
+    walk, from_caller = index.sort(dim=1, stable=True)
+    positions = torch.arange(index.shape[1], device=index.device).expand_as(index)
+    to_caller = torch.empty_like(from_caller).scatter_(1, from_caller, positions)
+    return _Order(walk, to_caller, from_caller)
+
+
+def _along_pixels(index: Tensor, channels: int) -> Tensor:
+    """index (R, N) as the (R, C, N) index of a gather or scatter along the last dimension (a view)."""
+    return index.unsqueeze(1).expand(index.shape[0], channels, index.shape[1])
+
+
+def _gather(feats: Tensor, order: _Order, valid: Tensor | None) -> Tensor:
+    """Rows (R, C, N) in the caller's order; with ``valid`` (R,), the rows of invalid RoIs are exactly
+    zero (even for NaN feats)."""
     r, c = feats.shape[:2]
-    rows = torch.gather(_pixels(feats), 2, index.unsqueeze(1).expand(r, c, index.shape[1]))
-    if valid is not None:
+    rows = torch.gather(_pixels(feats), 2, _along_pixels(order.walk, c))
+    if order.to_caller is not None:
+        rows = torch.gather(rows, 2, _along_pixels(order.to_caller, c))
+    if valid is not None and _some_invalid(valid):
         # where(valid, rows, valid): False promotes to 0.0, so one op and no scalar tensor.
         rows = torch.where(valid.view(r, 1, 1), rows, valid.view(r, 1, 1))
     return rows
 
 
-def _scatter_add_(grad: Tensor, index: Tensor, grad_rows: Tensor) -> Tensor:
-    """Add ``grad_rows`` (R, C, N) into ``grad`` (R, C, H, W) at ``index`` (R, N), in place; returns grad."""
-    r, c = grad.shape[:2]
-    _pixels(grad).scatter_add_(2, index.unsqueeze(1).expand(r, c, index.shape[1]), grad_rows)
+def _host_checks(t: Tensor) -> bool:
+    """Whether a decision may read ``t``'s values: on the CPU (outside torch.compile) that is a load; on
+    an accelerator it would wait for the device, and while compiling it would break the graph."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _some_invalid(valid: Tensor) -> bool:
+    """Whether rows of invalid RoIs may need zeroing: where values can be read, only when one is invalid
+    (a pass over all rows saved when none is); elsewhere always."""
+    return not _host_checks(valid) or not bool(valid.all())
+
+
+def _scatter_add_(grad: Tensor, order: _Order, grad_rows: Tensor) -> Tensor:
+    """Add ``grad_rows`` (R, C, N), in the caller's order, into ``grad`` (R, C, H, W) at the pixels of
+    ``order``, in place; returns grad."""
+    c = grad.shape[1]
+    if order.from_caller is not None:
+        grad_rows = torch.gather(grad_rows, 2, _along_pixels(order.from_caller, c))
+    _pixels(grad).scatter_add_(2, _along_pixels(order.walk, c), grad_rows)
     return grad
 
 
@@ -60,18 +113,19 @@ def _dense_zeros(shape: tuple[int, ...], channels_last: bool, like: Tensor) -> T
 class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, feats: Tensor, index: Tensor, valid: Tensor | None) -> Tensor:
-        ctx.save_for_backward(index)
+        order = _order(index)
+        ctx.save_for_backward(order.walk, order.from_caller)
         ctx.feats_shape = tuple(feats.shape)
         ctx.channels_last = _is_channels_last(feats)
-        return _gather(feats, index, valid)
+        return _gather(feats, order, valid)
 
     @staticmethod
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        (index,) = ctx.saved_tensors
+        index, from_caller = ctx.saved_tensors
         grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
-        return _scatter_add_(grad, index, grad_rows), None, None
+        return _scatter_add_(grad, _Order(index, None, from_caller), grad_rows), None, None
 
 
 class _GatherPassthrough(torch.autograd.Function):
@@ -91,10 +145,11 @@ class _GatherPassthrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, feats: Tensor, index: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(index)
+        order = _order(index)
+        ctx.save_for_backward(order.walk, order.from_caller)
         ctx.feats_shape = tuple(feats.shape)
         ctx.channels_last = _is_channels_last(feats)
-        return feats.view_as(feats), _gather(feats, index, valid)
+        return feats.view_as(feats), _gather(feats, order, valid)
 
     @staticmethod
     def backward(
@@ -102,14 +157,14 @@ class _GatherPassthrough(torch.autograd.Function):
     ) -> tuple[Tensor | None, None, None]:
         if grad_rows is None:
             return grad_feats, None, None
-        (index,) = ctx.saved_tensors
+        index, from_caller = ctx.saved_tensors
         if grad_feats is None:
             grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
         elif _writable_in_place(grad_feats):
             grad = grad_feats
         else:
             grad = grad_feats.clone()  # dense (contiguous unless it was dense in another layout)
-        return _scatter_add_(grad, index, grad_rows.to(grad.dtype)), None, None
+        return _scatter_add_(grad, _Order(index, None, from_caller), grad_rows.to(grad.dtype)), None, None
 
 
 def _writable_in_place(grad: Tensor) -> bool:
