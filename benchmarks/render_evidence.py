@@ -108,9 +108,10 @@ def weight_of(variant: str, runs: dict[tuple[int, str], dict]) -> float:
 
 
 def variants_of(runs: dict[tuple[int, str], dict]) -> list[str]:
-    """Baseline first, then +DCL variants by increasing λ."""
+    """Baseline first, then the other variants by increasing λ (by name among equal λ, so the page does
+    not depend on the order of a set)."""
     found = {v for _, v in runs if v != "baseline"}
-    return ["baseline", *sorted(found, key=lambda v: weight_of(v, runs))]
+    return ["baseline", *sorted(found, key=lambda v: (weight_of(v, runs), v))]
 
 
 def name_of(variant: str, runs: dict[tuple[int, str], dict]) -> str:
@@ -180,8 +181,9 @@ def paired(runs: dict[tuple[int, str], dict], variant: str) -> tuple[list[int], 
     return seeds, diffs
 
 
-def render_regime(regime: str, runs: dict[tuple[int, str], dict], seeds: list[int], img: str) -> str:
-    """The tables of one regime (markdown)."""
+def render_regime(regime: str, runs: dict[tuple[int, str], dict], seeds: list[int], img: str | None) -> str:
+    """The tables of one regime (markdown), followed by the plot ``img`` when given (one plot holds both
+    regimes, so the page shows it once)."""
     lines: list[str] = []
     if not runs:
         return f"No {regime} run has finished yet.\n"
@@ -274,7 +276,8 @@ def render_regime(regime: str, runs: dict[tuple[int, str], dict], seeds: list[in
         )
     lines += ["", *(f"- {t}" for t in sentences), ""]
     lines += table1(runs), table8(runs)
-    lines += [f"![ΔAP vs λ with 95% intervals](img/{img})", ""]
+    if img is not None:
+        lines += [f"![ΔAP vs λ with 95% intervals, both regimes](img/{img})", ""]
     return "\n".join(lines)
 
 
@@ -459,7 +462,11 @@ def render(results: Path, profile: str, img_dir: Path | None, seeds: list[int]) 
     runs_t, choices = finetune_tuning(results / "finetune" / profile / "tuning")
     parts.append(tuning_table(runs_t, "Tuning split of the fine-tuning regime (chose the recipe and λ; never "
                               "used for the evaluation above)", choices))  # fmt: skip
-    parts += ["### From-scratch regime", "", render_regime("scratch", scratch, seeds, "evidence_lambda.png")]
+    parts += [
+        "### From-scratch regime",
+        "",
+        render_regime("scratch", scratch, seeds, None if fine else "evidence_lambda.png"),
+    ]
     parts.append(render_head_only(scratch, load_head_only(results / profile / "headonly")))
     parts.append(tuning_table(load(results / profile / "tuning"), "Tuning split of the from-scratch regime "
                               "(chose the demo's λ)", []))  # fmt: skip

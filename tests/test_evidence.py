@@ -216,6 +216,7 @@ def test_render_reports_every_run_and_the_paired_intervals(tmp_path, fake_runs):
     assert "Recipe: lr 0.0003" in body
     assert "best λ = 1.2" in body
     assert (tmp_path / "evidence_lambda.png").exists()
+    assert body.count("](img/evidence_lambda.png)") == 1  # one plot holds both regimes: shown once
 
 
 def test_plot_has_one_series_per_regime(tmp_path, fake_runs):
