@@ -55,6 +55,17 @@ def test_scale_invariance() -> None:
     torch.testing.assert_close(dense_info_nce(*x, tau=0.1), dense_info_nce(*scaled, tau=0.1))
 
 
+def test_float32_norms_of_1e19_give_the_loss_of_unit_features() -> None:
+    """Cosines are formed before 1/tau is applied: features of norm 1e19 (where the raw products scaled
+    by 1/tau would pass float32's 3.4e38) give the loss of their directions, and finite gradients."""
+    x = [torch.nn.functional.normalize(torch.randn(4, 32, 64), dim=-1) for _ in range(3)]
+    large = [(t * 1e19).requires_grad_() for t in x]
+    out = dense_info_nce(*large, tau=0.07, reduction="mean")
+    torch.testing.assert_close(out, dense_info_nce(*x, tau=0.07, reduction="mean"))
+    out.backward()
+    assert all(bool(torch.isfinite(t.grad).all()) for t in large)
+
+
 def test_no_negatives_gives_zero_in_graph() -> None:
     a = torch.randn(2, 3, 4, requires_grad=True)
     out = dense_info_nce(a, torch.randn(2, 3, 4), torch.randn(2, 0, 4), tau=0.1, reduction="sum")

@@ -89,14 +89,9 @@ def _similarities(z: Tensor, num_anchors: int, tau: float) -> _Similarities:
     sq = (z * z).sum(dim=1, keepdim=True).clamp_min_(_EPS * _EPS)
     inv = sq.rsqrt()
     outer = inv[:, :, :num_anchors].transpose(1, 2) * inv[:, :, num_anchors:]
-    # beta=0: the input (a broadcastable (R, 1, 1) view) is ignored; alpha applies 1/tau in the GEMM.
-    sim = torch.baddbmm(
-        sq[:, :, :1],
-        z[:, :, :num_anchors].transpose(1, 2),
-        z[:, :, num_anchors:],
-        beta=0.0,
-        alpha=1.0 / tau,
-    ).mul_(outer)
+    # The cosines first, then 1/tau: scaling the raw products by 1/tau would overflow float32 for norms
+    # above about 5e18 where the cosines do not.
+    sim = torch.bmm(z[:, :, :num_anchors].transpose(1, 2), z[:, :, num_anchors:]).mul_(outer).mul_(1.0 / tau)
     return _Similarities(sq, inv, outer, sim)
 
 
