@@ -15,7 +15,8 @@ the steadier, and the 10th-90th percentile range of the per-round ratios gives t
 projection path the loss chose.
 
 ``--paths conv gemm`` adds the loss with its projection pinned to each path (1x1 convolutions, GEMMs)
-as further contenders; ``--profile`` prints each contender's ATen ops by self time per step
+as further contenders, ``--compiled`` the loss through ``torch.compile`` (its compilation happens in
+the warm-up rounds); ``--profile`` prints each contender's ATen ops by self time per step
 (torch.profiler, a separate pass after the timed rounds).
 """
 
@@ -53,11 +54,19 @@ def load_package(src: Path, name: str = "densecontrast_baseline"):
     return module
 
 
-def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLoss, path: str | None = None):
-    """One forward + backward of the loss; with ``path``, its projection pinned to that path."""
+def loss_step(
+    num_rois: int,
+    device: torch.device,
+    loss_class=DenseContrastiveLoss,
+    path: str | None = None,
+    compiled: bool = False,
+):
+    """One forward + backward of the loss; with ``path``, its projection pinned to that path; with
+    ``compiled``, through ``torch.compile`` (inductor, compiled for this R on the first call)."""
     feats, masks = roi_batch(num_rois, C, device=device)
     torch.manual_seed(0)
     crit = loss_class(k=K, tau=0.07, in_channels=C).to(device)
+    call = torch.compile(crit, dynamic=False) if compiled else crit
 
     def step() -> None:
         feats.grad = None
@@ -65,7 +74,7 @@ def loss_step(num_rois: int, device: torch.device, loss_class=DenseContrastiveLo
             p.grad = None
         projection._forced_path = path
         try:
-            crit(feats, masks).backward()
+            call(feats, masks).backward()
         finally:
             projection._forced_path = None
         synchronize(device)
@@ -184,6 +193,9 @@ def main() -> None:
         default=[],
         help="also time the loss with its projection pinned to these paths",
     )
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time the loss through torch.compile (inductor)"
+    )
     parser.add_argument("--profile", action="store_true", help="print per-op self times per contender")
     args = parser.parse_args()
     if args.threads:
@@ -204,6 +216,8 @@ def main() -> None:
             steps[path] = loss_step(r, device, path=path)
         if baseline is not None:
             steps["baseline"] = loss_step(r, device, baseline.DenseContrastiveLoss)
+        if args.compiled:
+            steps["compiled"] = loss_step(r, device, compiled=True)
         res = alternate(
             steps, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter
         )
