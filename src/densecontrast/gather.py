@@ -10,11 +10,11 @@ Internally the gathered rows are kept channels-first, (R, C, N): that is what on
 pixel dimension of ``feats`` viewed as (R, C, H*W) writes, for contiguous and channels_last ``feats``
 alike, and what the projection's 1x1 convolutions read. The public functions return the (R, N, C) view.
 
-On the CPU the gather and the scatter are bound by the latency of the cache lines they walk, and they
-run about twice as fast when each RoI's indices increase: one forward sweep along every channel row
-instead of several. The loss's index is three sorted sets side by side, so on the CPU the index is
-sorted first and the rows are put back in the caller's order by a second gather over the small (R, C, N)
-rows (the backward does the reverse), which costs less than it saves (docs/performance.md).
+On the CPU the gather and the scatter run about twice as fast when each RoI's indices increase (one
+forward sweep along every channel row instead of several; measured in docs/performance.md). The loss's
+index is three sorted sets side by side, so on the CPU the index is sorted first and the rows are put
+back in the caller's order by a second gather over the small (R, C, N) rows (the backward does the
+reverse), which costs less than it saves.
 """
 
 from __future__ import annotations

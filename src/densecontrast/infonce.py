@@ -73,8 +73,7 @@ class _Similarities(NamedTuple):
     """What the infoNCE forward computes from z (R, D, M) before the log-sum-exp."""
 
     sq: Tensor  # (R, 1, M) squared norms, clamped below at eps**2
-    inv: Tensor  # (R, 1, M) inverse norms, 1 / max(|z|, eps)
-    outer: Tensor  # (R, A, M - A) products of an anchor's and a key's inverse norms
+    outer: Tensor  # (R, A, M - A) products of an anchor's and a key's inverse norms, 1 / max(|z|, eps)
     sim: Tensor  # (R, A, M - A) cosine similarities / tau
 
 
@@ -92,7 +91,7 @@ def _similarities(z: Tensor, num_anchors: int, tau: float) -> _Similarities:
     # The cosines first, then 1/tau: scaling the raw products by 1/tau would overflow float32 for norms
     # above about 5e18 where the cosines do not.
     sim = torch.bmm(z[:, :, :num_anchors].transpose(1, 2), z[:, :, num_anchors:]).mul_(outer).mul_(1.0 / tau)
-    return _Similarities(sq, inv, outer, sim)
+    return _Similarities(sq, outer, sim)
 
 
 class _Config(NamedTuple):
@@ -133,7 +132,7 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
-        sq, _, outer, sim = _similarities(z, config.anchors, config.tau)
+        sq, outer, sim = _similarities(z, config.anchors, config.tau)
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
         margin = lse - sim[..., : config.positives]  # (R, A, P)
         per_roi = F.softplus(margin).mean(dim=(1, 2))
