@@ -47,9 +47,7 @@ class _Order(NamedTuple):
 def _order(index: Tensor) -> _Order:
     """The walk for ``index``: sorted along N on the CPU unless it already increases; as given where its
     order cannot be checked without waiting for a device or breaking a compiled graph."""
-    if not _host_checks(index) or index.shape[1] < 2:
-        return _Order(index, None, None)
-    if bool((index[:, 1:] >= index[:, :-1]).all()):
+    if not _host_checks(index) or index.shape[1] < 2 or bool((index[:, 1:] >= index[:, :-1]).all()):
         return _Order(index, None, None)
     # Stable: equal indices keep the caller's order, so the scatter adds them in the same order.
     walk, from_caller = index.sort(dim=1, stable=True)
@@ -88,13 +86,13 @@ def _some_invalid(valid: Tensor) -> bool:
     return not _host_checks(valid) or not bool(valid.all())
 
 
-def _scatter_add_(grad: Tensor, order: _Order, grad_rows: Tensor) -> Tensor:
+def _scatter_add_(grad: Tensor, walk: Tensor, from_caller: Tensor | None, grad_rows: Tensor) -> Tensor:
     """Add ``grad_rows`` (R, C, N), in the caller's order, into ``grad`` (R, C, H, W) at the pixels of
-    ``order``, in place; returns grad."""
+    ``walk`` (R, N), in place (``from_caller`` as in :class:`_Order`); returns grad."""
     c = grad.shape[1]
-    if order.from_caller is not None:
-        grad_rows = torch.gather(grad_rows, 2, _along_pixels(order.from_caller, c))
-    _pixels(grad).scatter_add_(2, _along_pixels(order.walk, c), grad_rows)
+    if from_caller is not None:
+        grad_rows = torch.gather(grad_rows, 2, _along_pixels(from_caller, c))
+    _pixels(grad).scatter_add_(2, _along_pixels(walk, c), grad_rows)
     return grad
 
 
@@ -123,9 +121,9 @@ class _GatherRows(torch.autograd.Function):
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        index, from_caller = ctx.saved_tensors
+        walk, from_caller = ctx.saved_tensors
         grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
-        return _scatter_add_(grad, _Order(index, None, from_caller), grad_rows), None, None
+        return _scatter_add_(grad, walk, from_caller, grad_rows), None, None
 
 
 class _GatherPassthrough(torch.autograd.Function):
@@ -157,14 +155,14 @@ class _GatherPassthrough(torch.autograd.Function):
     ) -> tuple[Tensor | None, None, None]:
         if grad_rows is None:
             return grad_feats, None, None
-        index, from_caller = ctx.saved_tensors
+        walk, from_caller = ctx.saved_tensors
         if grad_feats is None:
             grad = _dense_zeros(ctx.feats_shape, ctx.channels_last, grad_rows)
         elif _writable_in_place(grad_feats):
             grad = grad_feats
         else:
             grad = grad_feats.clone()  # dense (contiguous unless it was dense in another layout)
-        return _scatter_add_(grad, _Order(index, None, from_caller), grad_rows.to(grad.dtype)), None, None
+        return _scatter_add_(grad, walk, from_caller, grad_rows.to(grad.dtype)), None, None
 
 
 def _writable_in_place(grad: Tensor) -> bool:
