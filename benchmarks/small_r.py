@@ -16,7 +16,9 @@ projection path the loss chose.
 
 ``--paths conv gemm`` adds the loss with its projection pinned to each path (1x1 convolutions, GEMMs)
 as further contenders, ``--compiled`` the loss through ``torch.compile`` (its compilation happens in
-the warm-up rounds); ``--profile`` prints each contender's ATen ops by self time per step
+the warm-up rounds), ``--bound`` the floor plus the few kernels that any implementation of the loss runs
+besides it (the bound: no loss made of these ATen kernels can come closer to the floor; see
+:func:`kernels_beside`); ``--profile`` prints each contender's ATen ops by self time per step
 (torch.profiler, a separate pass after the timed rounds).
 """
 
@@ -82,12 +84,13 @@ def loss_step(
     return step
 
 
-def floor_step(num_rois: int, device: torch.device, engine: str = "gemm"):
+def floor_step(num_rois: int, device: torch.device, engine: str = "gemm", extra=None):
     """The floor's work: the projection's two layers forward and backward on the R x 3K sampled rows
     (no biases), plus one zero-filled dense gradient of the size of ``feats``. ``engine`` is ``"gemm"``
     (two matrix products on row-major rows) or ``"conv"`` (two 1x1 convolutions on channels-first rows,
     oneDNN on the CPU); the floor of a round is the faster of the two, so a loss that runs the faster
-    engine of a processor is never measured against the slower one."""
+    engine of a processor is never measured against the slower one. ``extra``, when given, is called
+    with the zero-filled gradient (R, C, 28, 28) at the end of the step (see :func:`kernels_beside`)."""
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(num_rois * 3 * K, C, generator=g).to(device)
     w1 = (torch.randn(C, C, generator=g) / C**0.5).to(device).requires_grad_(True)
@@ -105,10 +108,45 @@ def floor_step(num_rois: int, device: torch.device, engine: str = "gemm"):
         else:
             out = torch.relu(rows @ w1) @ w2
         out.sum().backward()
-        torch.zeros(shape, device=device)
+        grad = torch.zeros(shape, device=device)
+        if extra is not None:
+            extra(grad)
         synchronize(device)
 
     return step
+
+
+def kernels_beside(num_rois: int, device: torch.device):
+    """The kernels that any implementation of the loss runs besides the floor's work, each once and in
+    its fastest form, as a function of the floor's zero-filled gradient.
+
+    They are: drawing the three sets of K pixels (one ``rand`` and one ``topk`` over each RoI's 784
+    pixels); reading the sampled pixels of ``feats`` (one ``gather``, each RoI's index already sorted, the
+    fastest order measured); the similarity products (one ``bmm`` forward, two in the backward); and
+    adding the sampled rows' gradient into the dense one (one ``scatter_add_`` with the same sorted
+    index). Everything else the loss does (the sort, reorderings, norms, the log-sum-exp, softplus and
+    their gradients) is left out, so no loss built from these ATen kernels can be faster than the floor
+    plus these: that sum, the *bound*, is the best ratio to the floor such a loss can reach here."""
+    feats, _ = roi_batch(num_rois, C, device=device)
+    feats = feats.detach().flatten(2)  # (R, C, 784)
+    pixels = feats.shape[2]
+    g = torch.Generator().manual_seed(1)
+    keys = torch.rand(num_rois, 3, pixels, generator=g).to(device)
+    index = keys.topk(K, dim=2, largest=False).indices.flatten(1).sort(dim=1).values
+    index = index[:, None, :].expand(-1, C, -1)  # (R, C, 3K)
+    z = torch.randn(num_rois, C, 3 * K, generator=g).to(device)  # projected rows, channels-first
+    d_sim = torch.randn(num_rois, K, 2 * K, generator=g).to(device)
+    rows_grad = torch.randn(num_rois, C, 3 * K, generator=g).to(device)
+
+    def run(grad: torch.Tensor) -> None:
+        torch.rand(num_rois, 3, pixels, device=device).topk(K, dim=2, largest=False)
+        torch.gather(feats, 2, index)
+        torch.bmm(z[:, :, :K].transpose(1, 2), z[:, :, K:])
+        torch.bmm(z[:, :, K:], d_sim.transpose(1, 2))
+        torch.bmm(z[:, :, :K], d_sim)
+        grad.view(num_rois, C, pixels).scatter_add_(2, index, rows_grad)
+
+    return run
 
 
 def alternate(steps: dict, rounds: int, warmup: int = 3, clock=time.perf_counter) -> dict[str, float]:
@@ -123,15 +161,16 @@ def alternate(steps: dict, rounds: int, warmup: int = 3, clock=time.perf_counter
             start = clock()
             steps[name]()
             times[name].append(clock() - start)
-    floors = [name for name in names if name.startswith("floor_")]
-    if floors:  # the floor of a round is its fastest engine
-        times["floor"] = [min(round_times) for round_times in zip(*(times[f] for f in floors))]
-        names = ["floor", *names]
+    for group in ("bound", "floor"):  # the floor (and the bound) of a round is its fastest engine
+        engines = [name for name in names if name.startswith(f"{group}_")]
+        if engines:
+            times[group] = [min(round_times) for round_times in zip(*(times[e] for e in engines))]
+            names = [group, *names]
     out: dict[str, float] = {"rounds": rounds}
     for name in names:
         out[f"{name}_median_s"] = statistics.median(times[name])
     for name in names:
-        if name.startswith("floor"):
+        if name.startswith(("floor", "bound_")):
             continue
         ratios = [a / b for a, b in zip(times[name], times["floor"])]
         out[f"{name}_median_of_ratios"] = statistics.median(ratios)
@@ -196,6 +235,11 @@ def main() -> None:
     parser.add_argument(
         "--compiled", action="store_true", help="also time the loss through torch.compile (inductor)"
     )
+    parser.add_argument(
+        "--bound",
+        action="store_true",
+        help="also time the floor plus the kernels any loss runs besides it (see kernels_beside)",
+    )
     parser.add_argument("--profile", action="store_true", help="print per-op self times per contender")
     args = parser.parse_args()
     if args.threads:
@@ -218,6 +262,10 @@ def main() -> None:
             steps["baseline"] = loss_step(r, device, baseline.DenseContrastiveLoss)
         if args.compiled:
             steps["compiled"] = loss_step(r, device, compiled=True)
+        if args.bound:
+            beside = kernels_beside(r, device)
+            steps["bound_gemm"] = floor_step(r, device, "gemm", extra=beside)
+            steps["bound_conv"] = floor_step(r, device, "conv", extra=beside)
         res = alternate(
             steps, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter
         )
@@ -226,8 +274,8 @@ def main() -> None:
             f"R={r:5d}  floor {1e3 * res['floor_median_s']:8.2f} ms "
             f"(gemm {1e3 * res['floor_gemm_median_s']:.2f}, conv {1e3 * res['floor_conv_median_s']:.2f})"
         )
-        for name in steps:
-            if not name.startswith("floor"):
+        for name in [*steps, *(["bound"] if args.bound else [])]:
+            if not name.startswith(("floor", "bound_")):
                 line += (
                     f" | {name} {1e3 * res[f'{name}_median_s']:8.2f} ms, "
                     f"{res[f'{name}_median_of_ratios']:.3f}x floor "
