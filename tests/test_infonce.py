@@ -87,6 +87,43 @@ def test_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda a, p, n: dense_info_nce(a, p, n, tau=0.3), x)
 
 
+def _normalize_then_info_nce(
+    anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float
+):
+    """The per-RoI loss with plain autograd ops, the features normalised by ``F.normalize``."""
+    a, p, n = (torch.nn.functional.normalize(t, dim=-1) for t in (anchors, positives, negatives))
+    s_pos, s_neg = a @ p.transpose(1, 2) / tau, a @ n.transpose(1, 2) / tau
+    return torch.nn.functional.softplus(torch.logsumexp(s_neg, -1, keepdim=True) - s_pos).mean(dim=(1, 2))
+
+
+def test_features_below_eps_get_the_gradients_of_f_normalize() -> None:
+    """F.normalize divides by max(|z|, 1e-12): a feature of smaller norm is only scaled, and its gradient
+    has no radial part. The first and second derivatives agree with autograd through F.normalize where
+    some features of each kind (anchor, positive, negative) have norms of 1e-13 to 5e-13."""
+    g = torch.Generator().manual_seed(7)
+    x = [torch.randn(3, n, 5, generator=g, dtype=torch.float64) for n in (3, 4, 5)]
+    for t in x:
+        t[:, 0] *= 1e-13 / t[:, 0].norm(dim=-1, keepdim=True)
+        t[0, 1] *= 5e-13 / t[0, 1].norm()
+    x = [t.requires_grad_() for t in x]
+    v = torch.randn(3, generator=g, dtype=torch.float64)
+    ours, theirs = dense_info_nce(*x, tau=0.2), _normalize_then_info_nce(*x, tau=0.2)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad((ours * v).sum(), x, create_graph=True)
+    expected = torch.autograd.grad((theirs * v).sum(), x, create_graph=True)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0.0)
+    w = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in x]
+    second = torch.autograd.grad(sum((d * u).sum() for d, u in zip(grads, w)), x)
+    want_second = torch.autograd.grad(sum((d * u).sum() for d, u in zip(expected, w)), x)
+    for got, want in zip(second, want_second):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=0.0)
+    # The first-order gradient outside a graph takes the hand-written backward.
+    ours_first = torch.autograd.grad((dense_info_nce(*x, tau=0.2) * v).sum(), x)
+    for got, want in zip(ours_first, expected):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=0.0)
+
+
 def test_float32_under_bf16_autocast_with_small_tau_and_large_norms() -> None:
     x = [(1e4 * torch.randn(8, 32, 64)).bfloat16().requires_grad_() for _ in range(3)]
     with torch.autocast("cpu", dtype=torch.bfloat16):

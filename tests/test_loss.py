@@ -509,9 +509,10 @@ def test_the_cpu_reads_only_the_gathers_two_checks(projection_path: str) -> None
 
 def test_forward_backward_op_count_stays_bounded(projection_path: str) -> None:
     """A bound, not a pin: forward + backward at the paper's setting (R = 64, C = 256, 28 x 28, K = 32)
-    on the CPU dispatch at most 66 non-view ATen ops with the convolution projection (63 with torch
-    2.14, ten of them the gather's order checks and sort, see gather.py; older torch versions decompose
-    a few backward formulas further) and at most 72 with the GEMM projection (69 with torch 2.14: a copy
+    on the CPU dispatch at most 66 non-view ATen ops with the convolution projection (65 with torch
+    2.14, ten of them the gather's order checks and sort, see gather.py, two the mask of norms below eps
+    in infonce.py; older torch versions decompose a few backward formulas further) and at most 72 with
+    the GEMM projection (71 with torch 2.14: a copy
     into rows each way, and separate GEMMs and bias sums); the released algorithm's loop dispatches
     thousands. What they write grows linearly with R (the released backward writes a full-size gradient
     per RoI, which grows with R squared)."""

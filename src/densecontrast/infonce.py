@@ -72,7 +72,7 @@ def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: in
 class _Similarities(NamedTuple):
     """What the infoNCE forward computes from z (R, D, M) before the log-sum-exp."""
 
-    sq: Tensor  # (R, 1, M) squared norms, clamped below at eps**2
+    radial_sq: Tensor  # (R, 1, M) squared norms, inf where the norm is below eps (no radial gradient)
     outer: Tensor  # (R, A, M - A) products of an anchor's and a key's inverse norms, 1 / max(|z|, eps)
     sim: Tensor  # (R, A, M - A) cosine similarities / tau
 
@@ -83,15 +83,18 @@ def _similarities(z: Tensor, num_anchors: int, tau: float) -> _Similarities:
     The Gram matrix of the raw features is scaled by the inverse norms afterwards, which touches R x A x
     (M - A) numbers instead of the R x D x M of a normalised copy of z. The norms come from a plain sum of
     squares, which on the CPU runs about 3x faster than ``linalg.vector_norm`` across the channel dimension.
-    Clamping the squared norm at eps**2 is clamping the norm at eps, as ``F.normalize`` does.
+    Clamping the squared norm at eps**2 is clamping the norm at eps, as ``F.normalize`` does. Where the
+    norm is below eps, ``F.normalize`` only scales z by 1/eps, so its gradient has no radial part there;
+    ``radial_sq`` is inf at those places, which zeroes that part in the backward.
     """
-    sq = (z * z).sum(dim=1, keepdim=True).clamp_min_(_EPS * _EPS)
-    inv = sq.rsqrt()
+    sq = (z * z).sum(dim=1, keepdim=True)
+    radial_sq = sq.masked_fill(sq < _EPS * _EPS, float("inf"))
+    inv = sq.clamp_min_(_EPS * _EPS).rsqrt()
     outer = inv[:, :, :num_anchors].transpose(1, 2) * inv[:, :, num_anchors:]
     # The cosines first, then 1/tau: scaling the raw products by 1/tau would overflow float32 for norms
     # above about 5e18 where the cosines do not.
     sim = torch.bmm(z[:, :, :num_anchors].transpose(1, 2), z[:, :, num_anchors:]).mul_(outer).mul_(1.0 / tau)
-    return _Similarities(sq, outer, sim)
+    return _Similarities(radial_sq, outer, sim)
 
 
 class _Config(NamedTuple):
@@ -105,7 +108,8 @@ class _Config(NamedTuple):
 
 def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config: _Config) -> Tensor:
     """The gradient of :class:`_InfoNCE` written with plain autograd ops, for double backward."""
-    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(_EPS)
+    raw_norm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    norm = raw_norm.clamp_min(_EPS)
     zhat = z / norm
     anchors, keys = zhat[:, :, : config.anchors], zhat[:, :, config.anchors :]
     sim = torch.bmm(anchors.transpose(1, 2), keys) / config.tau
@@ -116,7 +120,7 @@ def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
     d_zhat = torch.cat([torch.bmm(keys, d_sim.transpose(1, 2)), torch.bmm(anchors, d_sim)], dim=2)
-    radial = (d_zhat * zhat).sum(1, keepdim=True)
+    radial = (d_zhat * zhat).sum(1, keepdim=True) * (raw_norm >= _EPS)  # none where the norm is clamped
     return (d_zhat - zhat * radial) / norm
 
 
@@ -132,18 +136,18 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, valid: Tensor | None, config: _Config) -> Tensor:
-        sq, outer, sim = _similarities(z, config.anchors, config.tau)
+        radial_sq, outer, sim = _similarities(z, config.anchors, config.tau)
         lse = torch.logsumexp(sim[..., config.positives :], dim=-1, keepdim=True)  # (R, A, 1)
         margin = lse - sim[..., : config.positives]  # (R, A, P)
         per_roi = F.softplus(margin).mean(dim=(1, 2))
         weights = _roi_weights(valid, config.reduction, per_roi.dtype)
-        ctx.save_for_backward(z, sq, outer, sim, lse, margin, weights)
+        ctx.save_for_backward(z, radial_sq, outer, sim, lse, margin, weights)
         ctx.config = config
         return _reduce(per_roi, weights, config.reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        z, sq, outer, sim, lse, margin, weights = ctx.saved_tensors
+        z, radial_sq, outer, sim, lse, margin, weights = ctx.saved_tensors
         config: _Config = ctx.config
         if torch.is_grad_enabled():
             return _differentiable_grad(z, grad, weights, config), None, None
@@ -163,12 +167,13 @@ class _InfoNCE(torch.autograd.Function):
         # - g / |z| at an anchor is scale * sum_v z_v d_sim_uv outer_uv, likewise at a positive or
         #   negative: Gram products on the R x A x (M - A) coefficients d_sim * outer;
         # - u <u, g> / |z| = z <u, g> / |z|^2, and <u, g> = scale tau sum_v d_sim_uv sim_uv needs only the
-        #   similarities (sim holds cosines / tau). The GEMMs' beta applies -scale tau to that part.
+        #   similarities (sim holds cosines / tau). The GEMMs' beta applies -scale tau to that part. Where
+        #   |z| < eps, u = z / eps and the gradient is g / eps alone: radial_sq is inf there.
         scale = 1.0 / (a * p * config.tau)
         gs = d_sim * outer
         d_sim.mul_(sim)
         radial = torch.cat([d_sim.sum(2, keepdim=True).transpose(1, 2), d_sim.sum(1, keepdim=True)], dim=2)
-        d_z = z * radial.div_(sq)
+        d_z = z * radial.div_(radial_sq)
         d_z[:, :, :a].baddbmm_(z[:, :, a:], gs.transpose(1, 2), beta=-scale * config.tau, alpha=scale)
         d_z[:, :, a:].baddbmm_(z[:, :, :a], gs, beta=-scale * config.tau, alpha=scale)
         return d_z, None, None
