@@ -512,10 +512,9 @@ def test_forward_backward_op_count_stays_bounded(projection_path: str) -> None:
     on the CPU dispatch at most 66 non-view ATen ops with the convolution projection (65 with torch
     2.14, ten of them the gather's order checks and sort, see gather.py, two the mask of norms below eps
     in infonce.py; older torch versions decompose a few backward formulas further) and at most 72 with
-    the GEMM projection (71 with torch 2.14: a copy
-    into rows each way, and separate GEMMs and bias sums); the released algorithm's loop dispatches
-    thousands. What they write grows linearly with R (the released backward writes a full-size gradient
-    per RoI, which grows with R squared)."""
+    the GEMM projection (71 with torch 2.14: a copy into rows each way, and separate GEMMs and bias
+    sums); the released algorithm's loop dispatches thousands. What they write grows linearly with R
+    (the released backward writes a full-size gradient per RoI, which grows with R squared)."""
     torch.manual_seed(0)
     crit = DenseContrastiveLoss(k=32, tau=0.07, in_channels=256)
     written = {}

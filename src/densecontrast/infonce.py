@@ -72,7 +72,7 @@ def _roi_grad(grad: Tensor, weights: Tensor | None, reduction: str, num_rois: in
 class _Similarities(NamedTuple):
     """What the infoNCE forward computes from z (R, D, M) before the log-sum-exp."""
 
-    radial_sq: Tensor  # (R, 1, M) squared norms, inf where the norm is below eps (no radial gradient)
+    radial_sq: Tensor  # (R, 1, M) squared norms, inf where the norm is at most eps (no radial gradient)
     outer: Tensor  # (R, A, M - A) products of an anchor's and a key's inverse norms, 1 / max(|z|, eps)
     sim: Tensor  # (R, A, M - A) cosine similarities / tau
 
@@ -84,11 +84,12 @@ def _similarities(z: Tensor, num_anchors: int, tau: float) -> _Similarities:
     (M - A) numbers instead of the R x D x M of a normalised copy of z. The norms come from a plain sum of
     squares, which on the CPU runs about 3x faster than ``linalg.vector_norm`` across the channel dimension.
     Clamping the squared norm at eps**2 is clamping the norm at eps, as ``F.normalize`` does. Where the
-    norm is below eps, ``F.normalize`` only scales z by 1/eps, so its gradient has no radial part there;
-    ``radial_sq`` is inf at those places, which zeroes that part in the backward.
+    norm is at most eps, ``F.normalize`` only scales z by 1/eps, so its gradient has no radial part there
+    (``clamp_min`` passes gradient where its input exceeds the minimum); ``radial_sq`` is inf at those
+    places, which zeroes that part in the backward.
     """
     sq = (z * z).sum(dim=1, keepdim=True)
-    radial_sq = sq.masked_fill(sq < _EPS * _EPS, float("inf"))
+    radial_sq = sq.masked_fill(sq <= _EPS * _EPS, float("inf"))
     inv = sq.clamp_min_(_EPS * _EPS).rsqrt()
     outer = inv[:, :, :num_anchors].transpose(1, 2) * inv[:, :, num_anchors:]
     # The cosines first, then 1/tau: scaling the raw products by 1/tau would overflow float32 for norms
@@ -120,7 +121,7 @@ def _differentiable_grad(z: Tensor, grad: Tensor, weights: Tensor | None, config
     d_sim = torch.cat([-d_margin, torch.softmax(s_neg, dim=-1) * d_margin.sum(-1, keepdim=True)], dim=-1)
     d_sim = d_sim / config.tau
     d_zhat = torch.cat([torch.bmm(keys, d_sim.transpose(1, 2)), torch.bmm(anchors, d_sim)], dim=2)
-    radial = (d_zhat * zhat).sum(1, keepdim=True) * (raw_norm >= _EPS)  # none where the norm is clamped
+    radial = (d_zhat * zhat).sum(1, keepdim=True) * (raw_norm > _EPS)  # none where the norm is clamped
     return (d_zhat - zhat * radial) / norm
 
 
@@ -168,7 +169,7 @@ class _InfoNCE(torch.autograd.Function):
         #   negative: Gram products on the R x A x (M - A) coefficients d_sim * outer;
         # - u <u, g> / |z| = z <u, g> / |z|^2, and <u, g> = scale tau sum_v d_sim_uv sim_uv needs only the
         #   similarities (sim holds cosines / tau). The GEMMs' beta applies -scale tau to that part. Where
-        #   |z| < eps, u = z / eps and the gradient is g / eps alone: radial_sq is inf there.
+        #   |z| <= eps, u = z / eps and the gradient is g / eps alone: radial_sq is inf there.
         scale = 1.0 / (a * p * config.tau)
         gs = d_sim * outer
         d_sim.mul_(sim)
