@@ -471,7 +471,7 @@ def _step_ops(
 HOST_ROUND_TRIPS = {"_local_scalar_dense", "item", "nonzero", "lift_fresh", "lift_fresh_copy", "_to_copy"}
 
 
-@pytest.fixture(params=["conv", "gemm"])
+@pytest.fixture(params=["conv", "conv_cl", "gemm"])
 def projection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Pin the projection's path (otherwise measured once per process on the CPU) to each in turn."""
     monkeypatch.setattr(projection, "_forced_path", request.param)
@@ -484,7 +484,7 @@ def test_no_host_round_trip_and_no_loop_over_rois(projection_path: str) -> None:
 
     The one exception there is the CPU-only check of the valid-RoI count in training mode (a read of one
     CPU scalar, free there); on CUDA that count is copied without blocking (see the CUDA test above).
-    Both projection paths (1x1 convolutions, GEMMs) are checked.
+    Every projection path (1x1 convolutions channels-first and channels-last, GEMMs) is checked.
     """
     small, large = _step_ops(3, host_checks=False).ops, _step_ops(48, host_checks=False).ops
     assert small == large
@@ -528,7 +528,7 @@ def test_forward_backward_op_count_stays_bounded(projection_path: str) -> None:
                 p.grad = None
             with _RecordOps() as recorder:
                 crit(feats, masks).backward()
-        assert len(recorder.ops) <= (66 if projection_path == "conv" else 72), recorder.ops
+        assert len(recorder.ops) <= {"conv": 66, "conv_cl": 67, "gemm": 72}[projection_path], recorder.ops
         assert not (HOST_ROUND_TRIPS - {"_local_scalar_dense"}) & set(recorder.ops)
         written[r] = sum(recorder.written)
     # 4x the RoIs: about 4x the elements written (the projection's weights add a constant), never 16x.

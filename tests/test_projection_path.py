@@ -1,4 +1,5 @@
-"""The two ways the loss projects its channels-first rows (1x1 convolutions, GEMMs) and the choice.
+"""The three ways the loss projects its channels-first rows (1x1 convolutions on channels-first or
+channels-last memory, GEMMs) and the choice among them.
 
 They must give the same numbers (float64 to 1e-12), the choice is measured at most once per key and
 process on the CPU, never on other devices, and never changes what the loss computes. No timings are
@@ -33,19 +34,34 @@ def _value_and_grads(path: str, head: ProjectionHead, rows: torch.Tensor) -> lis
     return [out, *grads]
 
 
-def test_both_paths_give_the_head_s_numbers_in_float64() -> None:
+@pytest.mark.parametrize("path", ["conv_cl", "gemm"])
+def test_every_path_gives_the_head_s_numbers_in_float64(path: str) -> None:
     head, rows = _head_and_rows(torch.float64)
     conv = _value_and_grads("conv", head, rows)
-    gemm = _value_and_grads("gemm", head, rows)
-    assert conv[0].shape == gemm[0].shape == (3, 4, 9)
+    other = _value_and_grads(path, head, rows)
+    assert conv[0].shape == other[0].shape == (3, 4, 9)
     torch.testing.assert_close(conv[0], head(rows.transpose(1, 2)).transpose(1, 2), rtol=1e-12, atol=1e-12)
-    for a, b in zip(conv, gemm, strict=True):
+    for a, b in zip(conv, other, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_the_channels_last_path_runs_on_row_major_memory() -> None:
+    """The convolutions of ``"conv_cl"`` run on channels-last memory, also for rows that arrive as a
+    transposed view of (R, N, C) memory (a unit last dimension makes such a view look channels-first to
+    conv2d unless it is copied first): the output is a channels-first view of row-major (R, N, D)
+    memory, with the head's numbers."""
+    head, rows = _head_and_rows(torch.float64)
+    params = [head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias]
+    expected = head(rows.detach().transpose(1, 2)).transpose(1, 2)
+    for x in (rows.detach(), rows.detach().transpose(1, 2).contiguous().transpose(1, 2)):
+        out = projection._conv_cl_path(x, *params)
+        assert out.shape == (3, 4, 9) and out.stride() == (9 * 4, 1, 4)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_the_loss_is_the_same_whichever_path(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loss and every gradient (features and the head's parameters) agree between the two paths."""
+    """Loss and every gradient (features and the head's parameters) agree between the three paths."""
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(5, 6, 8, 8, generator=g, dtype=dtype)
     masks = torch.zeros(5, 8, 8, dtype=torch.bool)
@@ -53,7 +69,7 @@ def test_the_loss_is_the_same_whichever_path(dtype: torch.dtype, monkeypatch: py
     masks[3] = False  # an invalid RoI too
     samples = sample_pixels(masks, 4, generator=torch.Generator().manual_seed(1))
     results = []
-    for path in ("conv", "gemm"):
+    for path in projection._PATHS:
         monkeypatch.setattr(projection, "_forced_path", path)
         torch.manual_seed(0)
         crit = DenseContrastiveLoss(k=4, in_channels=6).to(dtype)
@@ -62,8 +78,9 @@ def test_the_loss_is_the_same_whichever_path(dtype: torch.dtype, monkeypatch: py
         loss.backward()
         results.append([loss, x.grad, *(p.grad for p in crit.parameters())])
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, **tol)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, **tol)
 
 
 @pytest.fixture
@@ -78,8 +95,9 @@ def empty_cache(monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_the_default_cpu_choice_follows_vendor_and_instruction_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The default never measures, so two processes on one machine take the same path: the GEMMs on an
-    Intel processor with AVX-512 kernels, the convolutions on every other processor."""
+    """The default never measures, so two processes on one machine take the same path: with AVX-512
+    kernels, the GEMMs on an Intel processor and the channels-last convolutions on an AMD one; the
+    channels-first convolutions on every other processor."""
 
     def refuse(head: ProjectionHead, dtype: torch.dtype) -> str:
         raise AssertionError("measured")
@@ -92,7 +110,8 @@ def test_the_default_cpu_choice_follows_vendor_and_instruction_set(
         ("GenuineIntel", "AVX512", "gemm"),
         ("GenuineIntel", "AVX512_BF16", "gemm"),
         ("GenuineIntel", "AVX2", "conv"),
-        ("AuthenticAMD", "AVX512", "conv"),
+        ("AuthenticAMD", "AVX512", "conv_cl"),
+        ("AuthenticAMD", "AVX512_BF16", "conv_cl"),
         ("AuthenticAMD", "AVX2", "conv"),
         ("", "AVX512", "conv"),
         ("GenuineIntel", "DEFAULT", "conv"),
@@ -101,7 +120,7 @@ def test_the_default_cpu_choice_follows_vendor_and_instruction_set(
         monkeypatch.setattr(projection, "_cpu_vendor", lambda vendor=vendor: vendor)
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda isa=isa: isa)
         assert projection._projection_path(head, rows) == path, (vendor, isa)
-    for pinned in ("conv", "gemm"):
+    for pinned in projection._PATHS:
         monkeypatch.setattr(projection, "_CPU_CHOICE", pinned)
         assert projection._projection_path(head, rows) == pinned
 
@@ -156,7 +175,7 @@ def test_the_measurement_leaves_no_trace(empty_cache: dict) -> None:
     rng = torch.get_rng_state()
     with torch.inference_mode():  # also from inside no_grad or inference mode (an evaluation loop)
         path = projection._projection_path(head, rows.detach())
-    assert path in ("conv", "gemm")
+    assert path in projection._PATHS
     assert list(empty_cache.values()) == [path]
     assert all(p.grad is None for p in head.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))

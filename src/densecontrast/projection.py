@@ -6,16 +6,20 @@ The paper's φ is two fully connected layers; the released code applies the same
 convolutions over the whole map. Because φ acts on each pixel alone, projecting only the sampled pixels
 gives the same loss for a fraction of the work.
 
-The loss projects its gathered rows, channels-first (R, C, N), in one of two ways that give the same
-numbers up to float rounding: two 1x1 convolutions (oneDNN on the CPU) or two GEMMs on a row-major copy
-(MKL on the CPU). Which is faster depends on the processor. Measured on three (docs/performance.md): on
-an Intel Xeon with AVX-512 the GEMMs were faster by 4 to 10%; on an AMD EPYC with AVX2 and on an AMD EPYC
-with AVX-512 (Zen 5) the convolutions were, on the latter by about 1.4x for a whole forward + backward.
-So on the CPU the GEMMs run where the processor is an Intel one with AVX-512 kernels in ATen, and the
-convolutions everywhere else; the rule is fixed per machine, so a run repeats bit for bit.
-``DENSECONTRAST_PROJECTION=measure`` instead times both once per process and keeps the faster for each
-(dtype, channel sizes, thread count, autocast state), at the price of results that can differ in the last
-bits between processes; ``=conv`` or ``=gemm`` pins one.
+The loss projects its gathered rows, channels-first (R, C, N), in one of three ways that give the same
+numbers up to float rounding: two 1x1 convolutions on the channels-first rows (``"conv"``; oneDNN on the
+CPU, which reorders each call's tensors to and from its blocked layout), the same convolutions on a
+channels-last copy of the rows (``"conv_cl"``; row-major rows, which oneDNN reads without reorders), or
+two GEMMs on a row-major copy (``"gemm"``; MKL on the CPU). Which is faster depends on the processor.
+Measured (docs/performance.md): on an Intel Xeon with AVX-512 the GEMMs were faster than ``"conv"`` by 4
+to 10% (``"conv_cl"`` was not measured there); on an AMD EPYC with AVX2, ``"conv"`` was the fastest of
+``"conv"`` and ``"gemm"``; on an AMD EPYC with AVX-512 (Zen 5), ``"conv_cl"`` was the fastest, ``"conv"``
+next and the GEMMs last. So on the CPU the GEMMs run on Intel processors with AVX-512 kernels in ATen,
+``"conv_cl"`` on AMD processors with them, and ``"conv"`` everywhere else; the rule is fixed per machine,
+so a run repeats bit for bit. ``DENSECONTRAST_PROJECTION=measure`` instead times all three once per
+process and keeps the fastest for each (dtype, channel sizes, thread count, autocast state), at the price
+of results that can differ in the last bits between processes; ``=conv``, ``=conv_cl`` or ``=gemm`` pins
+one.
 """
 
 from __future__ import annotations
@@ -162,6 +166,20 @@ def _conv_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor 
     return F.conv1d(F.relu(hidden, inplace=True), w2[:, :, None], b2)
 
 
+def _conv_cl_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
+    """(R, C, N) -> (R, D, N) as two 1x1 convolutions on the rows copied once into channels-last memory,
+    (R, C, N, 1) stored as (R, N, C): oneDNN runs them on that layout without reordering.
+
+    The output is a channels-first view of channels-last (R, D, N, 1) memory; the backward returns the
+    rows' gradient in the same transposed layout.
+    """
+    # Contiguous first: a transposed x with a unit last dimension would be ambiguous, and conv2d would
+    # take it as channels-first.
+    rows = x.contiguous().unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+    hidden = F.conv2d(rows, w1[:, :, None, None], b1)
+    return F.conv2d(F.relu(hidden, inplace=True), w2[:, :, None, None], b2).squeeze(-1)
+
+
 def _gemm_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
     """(R, C, N) -> (R, D, N) as two GEMMs on the rows copied once into (R * N, C), row-major.
 
@@ -174,14 +192,14 @@ def _gemm_path(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor 
     return F.linear(hidden, w2, b2).view(r, n, w2.shape[0]).transpose(1, 2)
 
 
-_PATH_FUNCTIONS = {"conv": _conv_path, "gemm": _gemm_path}
+_PATH_FUNCTIONS = {"conv": _conv_path, "conv_cl": _conv_cl_path, "gemm": _gemm_path}
 _PATHS = tuple(_PATH_FUNCTIONS)
 _MEASURE_ROWS = 4096  # rows of the one-time measurement: R = 42 RoIs at K = 32, 4 MB at C = 256
 _path_cache: dict[tuple[object, ...], str] = {}
 _forced_path: str | None = None
 _CPU_CHOICE = os.environ.get("DENSECONTRAST_PROJECTION", "isa")
 """How the CPU path is chosen: ``"isa"`` (default, by vendor and vector instruction set), ``"measure"``,
-``"conv"`` or ``"gemm"`` (from the environment variable ``DENSECONTRAST_PROJECTION``)."""
+``"conv"``, ``"conv_cl"`` or ``"gemm"`` (from the environment variable ``DENSECONTRAST_PROJECTION``)."""
 
 
 @functools.cache
@@ -207,9 +225,11 @@ def _cpu_vendor() -> str:
 
 
 def _isa_path() -> str:
-    """The GEMMs on an Intel processor where ATen runs AVX-512 kernels, the 1x1 convolutions elsewhere."""
-    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    return "gemm" if avx512 and _cpu_vendor() == "GenuineIntel" else "conv"
+    """Where ATen runs AVX-512 kernels: the GEMMs on an Intel processor, the channels-last convolutions on
+    an AMD one. The channels-first convolutions elsewhere."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return "conv"
+    return {"GenuineIntel": "gemm", "AuthenticAMD": "conv_cl"}.get(_cpu_vendor(), "conv")
 
 
 def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
@@ -228,14 +248,14 @@ def _path_key(head: ProjectionHead, x: Tensor) -> tuple[object, ...]:
 
 
 def _projection_path(head: ProjectionHead, x: Tensor) -> str:
-    """``"conv"`` or ``"gemm"`` for projecting the channels-first rows ``x`` with ``head``.
+    """``"conv"``, ``"conv_cl"`` or ``"gemm"`` for projecting the channels-first rows ``x`` with ``head``.
 
     Fixed where nothing needs measuring: float64 takes the GEMMs (no fast float64 convolution on the
-    CPU) and other devices take the convolutions (fewest kernels; a CUDA step is never timed, so
-    capture in a CUDA graph and the absence of host synchronisation hold). On the CPU, by default
+    CPU) and other devices take the channels-first convolutions (fewest kernels; a CUDA step is never
+    timed, so capture in a CUDA graph and the absence of host synchronisation hold). On the CPU, by default
     :func:`_isa_path`; with ``DENSECONTRAST_PROJECTION=measure``, measured once per process for each
     :func:`_path_key` and cached (the measurement runs inline in the first such call, so a profiler or
-    dispatch mode active then sees its ops). Either path gives the same numbers up to float rounding,
+    dispatch mode active then sees its ops). Every path gives the same numbers up to float rounding,
     so the choice changes speed only.
     """
     if _forced_path is not None:
@@ -256,10 +276,10 @@ def _projection_path(head: ProjectionHead, x: Tensor) -> str:
 
 
 def _measure_paths(head: ProjectionHead, dtype: torch.dtype, repeats: int = 2) -> str:
-    """Time forward + backward of both paths on ``_MEASURE_ROWS`` synthetic rows; the faster one.
+    """Time forward + backward of every path on ``_MEASURE_ROWS`` synthetic rows; the fastest one.
 
     Runs on detached views of the head's parameters (nothing the user holds gets a gradient), draws no
-    random numbers, alternates the two paths and keeps each one's fastest run.
+    random numbers, alternates the order of the paths and keeps each one's fastest run.
     """
     c = head.in_channels
     n = 96
