@@ -98,10 +98,13 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 
 def projection_paths() -> dict[str, str]:
-    """The loss's projection path chosen so far in this process, per key (see densecontrast.projection)."""
+    """How the loss's projection path is chosen on the CPU in this process (``choice``: the rule by vendor
+    and instruction set, a measurement, or a pinned path), the path the rule gives on this machine
+    (``rule``), and each path measured so far, per key (see densecontrast.projection)."""
     from densecontrast import projection
 
-    return {repr(key): path for key, path in projection._path_cache.items()}
+    measured = {repr(key): path for key, path in projection._path_cache.items()}
+    return {"choice": projection._CPU_CHOICE, "rule": projection._isa_path(), **measured}
 
 
 def describe(info: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/op_count.py            # R = 64, C = 256, K = 32, 28 x 28 (the setting)
-    python benchmarks/op_count.py --path gemm --no-compile   # the GEMM projection some CPUs pick
+    python benchmarks/op_count.py --path gemm --no-compile   # the GEMM projection some CPUs pick (or conv_cl)
 
 Eager: every non-view ATen operation seen by a ``TorchDispatchMode`` over forward and backward, with
 the gradients set to None before the step (what ``tests/test_loss.py`` bounds). Compiled (inductor, CPU,
@@ -91,7 +91,7 @@ def main() -> None:
         "--path",
         choices=projection._PATHS,
         default="conv",
-        help="the eager projection path to count (default conv, the one GPUs take; the CPU measures)",
+        help="the eager projection path to count (default conv, the one GPUs take; CPUs: by their rule)",
     )
     args = parser.parse_args()
     projection._forced_path = args.path

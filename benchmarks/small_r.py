@@ -7,18 +7,19 @@ Usage::
 
 Each round times one forward + backward of ``DenseContrastiveLoss(k=32, tau=0.07, in_channels=256)`` and
 the floor (the projection's two layers forward and backward on the R x 3K sampled rows, plus writing
-one dense gradient of the size of ``feats``; run both as GEMMs and as 1x1 convolutions, and the faster
-of the two each round is the floor), back to back, so that both see the same load. It
+one dense gradient of the size of ``feats``; run by each engine of :data:`ENGINES`, GEMMs and 1x1
+convolutions on channels-first and on channels-last rows, and the fastest each round is the floor), back
+to back, so that both see the same load. It
 prints the median of the per-round ratios and the ratio of the medians; on a shared machine the first is
 the steadier, and the 10th-90th percentile range of the per-round ratios gives the spread. Results go to
 ``--out`` as JSON when given, with the machine (CPU model, ISA, cores, torch, threads, load) and the
 projection path the loss chose.
 
-``--paths conv gemm`` adds the loss with its projection pinned to each path (1x1 convolutions, GEMMs)
-as further contenders, ``--compiled`` the loss through ``torch.compile`` (its compilation happens in
-the warm-up rounds), ``--bound`` the floor plus the few kernels that any implementation of the loss runs
-besides it (the bound: no loss made of these ATen kernels can come closer to the floor; see
-:func:`kernels_beside`); ``--profile`` prints each contender's ATen ops by self time per step
+``--paths conv conv_cl gemm`` adds the loss with its projection pinned to each path as further
+contenders, ``--compiled`` the loss through ``torch.compile`` (its compilation happens in the warm-up
+rounds), ``--bound`` the floor plus the few kernels that every implementation of the loss runs besides
+it, each in the fastest form measured (the bound; see :func:`kernels_beside`); ``--profile`` prints each
+contender's ATen ops by self time per step
 (torch.profiler, a separate pass after the timed rounds).
 """
 
@@ -84,33 +85,57 @@ def loss_step(
     return step
 
 
+ENGINES = ("gemm", "conv", "conv_cl")
+"""How the floor (and the bound) run the projection: two GEMMs on row-major rows (R * 3K, C); two 1x1
+``conv1d`` on channels-first rows (R, C, 3K), as the loss's convolution path; two 1x1 ``conv2d`` on the
+same rows in channels-last memory (R, C, 3K, 1), which is row-major rows again, oneDNN's layout for a
+1x1 convolution without reorders."""
+_ROW_MAJOR = {"gemm": True, "conv": False, "conv_cl": True}
+
+
 def floor_step(num_rois: int, device: torch.device, engine: str = "gemm", extra=None):
     """The floor's work: the projection's two layers forward and backward on the R x 3K sampled rows
-    (no biases), plus one zero-filled dense gradient of the size of ``feats``. ``engine`` is ``"gemm"``
-    (two matrix products on row-major rows) or ``"conv"`` (two 1x1 convolutions on channels-first rows,
-    oneDNN on the CPU); the floor of a round is the faster of the two, so a loss that runs the faster
-    engine of a processor is never measured against the slower one. ``extra``, when given, is called
-    with the zero-filled gradient (R, C, 28, 28) at the end of the step (see :func:`kernels_beside`)."""
+    (no biases), plus one zero-filled dense gradient of the size of ``feats``. ``engine`` is one of
+    :data:`ENGINES`; the floor of a round is the fastest of them, so a loss is never measured against a
+    slower engine than the machine has.
+
+    ``extra``, when given, is called at the end of the step as ``extra(grad, z, rows_grad, row_major)``:
+    the zero-filled gradient (R, C, 28, 28), the projection's output and the rows' gradient as
+    channels-first (R, C, 3K) views of what the engine wrote (so they are as warm as in a loss), and
+    whether the engine's rows are row-major (see :func:`kernels_beside`)."""
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(num_rois * 3 * K, C, generator=g).to(device)
     w1 = (torch.randn(C, C, generator=g) / C**0.5).to(device).requires_grad_(True)
     w2 = (torch.randn(C, C, generator=g) / C**0.5).to(device).requires_grad_(True)
     shape = (num_rois, C, 28, 28)
+    channels_first = rows.view(num_rois, 3 * K, C).transpose(1, 2)
     if engine == "conv":
-        rows = rows.view(num_rois, 3 * K, C).transpose(1, 2).contiguous()
-        w1c, w2c = w1[:, :, None], w2[:, :, None]
+        rows = channels_first.contiguous()
+    elif engine == "conv_cl":
+        # Through a contiguous copy: a channels-first view with a unit last dimension is ambiguous, and
+        # conv2d would take it as channels-first.
+        rows = channels_first.contiguous().unsqueeze(-1).contiguous(memory_format=torch.channels_last)
     rows.requires_grad_(True)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        if engine == "conv":
+            return F.conv1d(torch.relu(F.conv1d(x, w1[:, :, None])), w2[:, :, None])
+        if engine == "conv_cl":
+            return F.conv2d(torch.relu(F.conv2d(x, w1[:, :, None, None])), w2[:, :, None, None])
+        return torch.relu(x @ w1) @ w2
+
+    def as_channels_first(t: torch.Tensor) -> torch.Tensor:
+        if engine == "conv_cl":
+            return t.squeeze(-1)
+        return t.view(num_rois, 3 * K, C).transpose(1, 2) if engine == "gemm" else t
 
     def step() -> None:
         rows.grad = w1.grad = w2.grad = None
-        if engine == "conv":
-            out = F.conv1d(torch.relu(F.conv1d(rows, w1c)), w2c)
-        else:
-            out = torch.relu(rows @ w1) @ w2
+        out = project(rows)
         out.sum().backward()
         grad = torch.zeros(shape, device=device)
         if extra is not None:
-            extra(grad)
+            extra(grad, as_channels_first(out.detach()), as_channels_first(rows.grad), _ROW_MAJOR[engine])
         synchronize(device)
 
     return step
@@ -118,29 +143,35 @@ def floor_step(num_rois: int, device: torch.device, engine: str = "gemm", extra=
 
 def kernels_beside(num_rois: int, device: torch.device):
     """The kernels that any implementation of the loss runs besides the floor's work, each once and in
-    its fastest form, as a function of the floor's zero-filled gradient.
+    the fastest form measured, as a function called by :func:`floor_step` (``extra``).
 
-    They are: drawing the three sets of K pixels (one ``rand`` and one ``topk`` over each RoI's 784
-    pixels); reading the sampled pixels of ``feats`` (one ``gather``, each RoI's index already sorted, the
-    fastest order measured); the similarity products (one ``bmm`` forward, two in the backward); and
-    adding the sampled rows' gradient into the dense one (one ``scatter_add_`` with the same sorted
-    index). Everything else the loss does (the sort, reorderings, norms, the log-sum-exp, softplus and
-    their gradients) is left out, so no loss built from these ATen kernels can be faster than the floor
-    plus these: that sum, the *bound*, is the best ratio to the floor such a loss can reach here."""
+    They are: drawing the three sets of K pixels (one ``rand`` of two keys per pixel, since anchors and
+    negatives come from disjoint regions and can share one, and one ``topk`` over each RoI's 3 x 784
+    keys); reading the sampled pixels of ``feats`` (one ``gather``, each RoI's index already sorted, the
+    fastest order measured); the similarity products on the engine's own output (one ``bmm`` forward, two
+    in the backward); and adding the rows' gradient into the dense one (one ``scatter_add_`` with the same
+    sorted index). An engine whose rows are row-major also needs the gathered rows copied into that layout
+    and their gradient copied back (a transposing gather or scatter measured slower than a copy and a
+    plain one). Everything else the loss does (the sort, the keys' shifts, reorderings, norms,
+    log-sum-exp, softplus and their gradients, autograd) is left out: the floor plus these, the *bound*,
+    is what a loss made of these kernels, with the projection run as the floor runs it, can reach at
+    best."""
     feats, _ = roi_batch(num_rois, C, device=device)
     feats = feats.detach().flatten(2)  # (R, C, 784)
     pixels = feats.shape[2]
     g = torch.Generator().manual_seed(1)
     keys = torch.rand(num_rois, 3, pixels, generator=g).to(device)
-    index = keys.topk(K, dim=2, largest=False).indices.flatten(1).sort(dim=1).values
+    index = keys.topk(K, dim=2).indices.flatten(1).sort(dim=1).values
     index = index[:, None, :].expand(-1, C, -1)  # (R, C, 3K)
-    z = torch.randn(num_rois, C, 3 * K, generator=g).to(device)  # projected rows, channels-first
     d_sim = torch.randn(num_rois, K, 2 * K, generator=g).to(device)
-    rows_grad = torch.randn(num_rois, C, 3 * K, generator=g).to(device)
 
-    def run(grad: torch.Tensor) -> None:
-        torch.rand(num_rois, 3, pixels, device=device).topk(K, dim=2, largest=False)
-        torch.gather(feats, 2, index)
+    def run(grad: torch.Tensor, z: torch.Tensor, rows_grad: torch.Tensor, row_major: bool) -> None:
+        torch.rand(num_rois, 2, pixels, device=device)
+        keys.topk(K, dim=2, sorted=False)
+        rows = torch.gather(feats, 2, index)
+        if row_major:
+            rows.transpose(1, 2).contiguous()
+            rows_grad = rows_grad.contiguous()
         torch.bmm(z[:, :, :K].transpose(1, 2), z[:, :, K:])
         torch.bmm(z[:, :, K:], d_sim.transpose(1, 2))
         torch.bmm(z[:, :, :K], d_sim)
@@ -251,11 +282,8 @@ def main() -> None:
     profiles: dict[str, dict] = {}
     baseline = load_package(args.baseline_src) if args.baseline_src else None
     for r in args.sizes:
-        steps = {
-            "ours": loss_step(r, device),
-            "floor_gemm": floor_step(r, device, "gemm"),
-            "floor_conv": floor_step(r, device, "conv"),
-        }
+        steps = {"ours": loss_step(r, device)}
+        steps.update({f"floor_{engine}": floor_step(r, device, engine) for engine in ENGINES})
         for path in args.paths:
             steps[path] = loss_step(r, device, path=path)
         if baseline is not None:
@@ -264,15 +292,16 @@ def main() -> None:
             steps["compiled"] = loss_step(r, device, compiled=True)
         if args.bound:
             beside = kernels_beside(r, device)
-            steps["bound_gemm"] = floor_step(r, device, "gemm", extra=beside)
-            steps["bound_conv"] = floor_step(r, device, "conv", extra=beside)
+            steps.update({f"bound_{e}": floor_step(r, device, e, extra=beside) for e in ENGINES})
         res = alternate(
             steps, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter
         )
         results[str(r)] = res
         line = (
             f"R={r:5d}  floor {1e3 * res['floor_median_s']:8.2f} ms "
-            f"(gemm {1e3 * res['floor_gemm_median_s']:.2f}, conv {1e3 * res['floor_conv_median_s']:.2f})"
+            + "("
+            + ", ".join(f"{engine} {1e3 * res[f'floor_{engine}_median_s']:.2f}" for engine in ENGINES)
+            + ")"
         )
         for name in [*steps, *(["bound"] if args.bound else [])]:
             if not name.startswith(("floor", "bound_")):
