@@ -89,8 +89,7 @@ ENGINES = ("gemm", "conv", "conv_cl")
 """How the floor (and the bound) run the projection: two GEMMs on row-major rows (R * 3K, C); two 1x1
 ``conv1d`` on channels-first rows (R, C, 3K), as the loss's convolution path; two 1x1 ``conv2d`` on the
 same rows in channels-last memory (R, C, 3K, 1), which is row-major rows again, oneDNN's layout for a
-1x1 convolution without reorders."""
-_ROW_MAJOR = {"gemm": True, "conv": False, "conv_cl": True}
+1x1 convolution without reorders. Every engine but ``"conv"`` works on row-major rows."""
 
 
 def floor_step(num_rois: int, device: torch.device, engine: str = "gemm", extra=None):
@@ -135,7 +134,7 @@ def floor_step(num_rois: int, device: torch.device, engine: str = "gemm", extra=
         out.sum().backward()
         grad = torch.zeros(shape, device=device)
         if extra is not None:
-            extra(grad, as_channels_first(out.detach()), as_channels_first(rows.grad), _ROW_MAJOR[engine])
+            extra(grad, as_channels_first(out.detach()), as_channels_first(rows.grad), engine != "conv")
         synchronize(device)
 
     return step
